@@ -1,0 +1,191 @@
+#pragma once
+/// The backward rules of every op, one case each: given the gradient G of an op's output Y,
+/// accumulate the gradients of its inputs X0, X1, X2. This is the table to audit.
+
+#include "detail/broadcast.hpp"
+#include "detail/node.hpp"
+#include "tape.hpp"
+
+namespace gradscope::detail {
+
+template <Scalar T>
+void backward_node(Tape<T>& tape, Node<T>& n) {
+  const ConstMatrixMap<T> G(n.grad, n.rows, n.cols);
+  const ConstMatrixMap<T> Y(n.value, n.rows, n.cols);
+  const auto X = [&](int k) {
+    const auto& in = tape.node(n.in[k]);
+    return ConstMatrixMap<T>(in.value, in.rows, in.cols);
+  };
+  const auto wants = [&](int k) {
+    return n.in[k] != no_input && tape.node(n.in[k]).requires_grad;
+  };
+  const auto GX = [&](int k) {
+    const auto& in = tape.node(n.in[k]);
+    return MatrixMap<T>(tape.grad_buffer(n.in[k]), in.rows, in.cols);
+  };
+  // Accumulates `full` (an array of the output's shape) into input k, reducing broadcast axes.
+  const auto give = [&](int k, const auto& full) {
+    const auto& in = tape.node(n.in[k]);
+    accumulate_reduced<T>(tape.grad_buffer(n.in[k]), in.rows, in.cols, full);
+  };
+  const Index R = n.rows, C = n.cols;
+
+  switch (n.op) {
+    case Op::add:  // d(a + b) = da + db
+      if (wants(0)) give(0, G.array());
+      if (wants(1)) give(1, G.array());
+      break;
+    case Op::sub:  // d(a - b) = da - db
+      if (wants(0)) give(0, G.array());
+      if (wants(1)) give(1, -G.array());
+      break;
+    case Op::mul:  // d(a b) = b da + a db
+      if (wants(0)) with_expanded(X(1), R, C, [&](const auto& b) { give(0, G.array() * b); });
+      if (wants(1)) with_expanded(X(0), R, C, [&](const auto& a) { give(1, G.array() * a); });
+      break;
+    case Op::div:  // d(a / b) = da / b - (a / b) db / b
+      with_expanded(X(1), R, C, [&](const auto& b) {
+        if (wants(0)) give(0, G.array() / b);
+        if (wants(1)) give(1, -G.array() * Y.array() / b);
+      });
+      break;
+    case Op::neg: GX(0) -= G; break;
+    case Op::scale: GX(0) += n.alpha * G; break;
+    case Op::add_scalar: GX(0) += G; break;
+    case Op::pow:  // d x^p = p x^(p-1)
+      GX(0).array() += G.array() * n.alpha * X(0).array().pow(n.alpha - T(1));
+      break;
+    case Op::exp: GX(0).array() += G.array() * Y.array(); break;
+    case Op::log: GX(0).array() += G.array() / X(0).array(); break;
+    case Op::sqrt: GX(0).array() += G.array() * T(0.5) / Y.array(); break;
+    case Op::square: GX(0).array() += T(2) * G.array() * X(0).array(); break;
+    case Op::abs: GX(0).array() += G.array() * X(0).array().sign(); break;
+    case Op::clamp: {
+      const auto x = X(0).array();
+      GX(0).array() += ((x >= n.alpha) && (x <= n.beta)).select(G.array(), T(0));
+      break;
+    }
+    case Op::sigmoid: GX(0).array() += G.array() * Y.array() * (T(1) - Y.array()); break;
+    case Op::tanh: GX(0).array() += G.array() * (T(1) - Y.array().square()); break;
+    case Op::relu: GX(0).array() += (X(0).array() > T(0)).select(G.array(), T(0)); break;
+    case Op::leaky_relu:
+      GX(0).array() += (X(0).array() > T(0)).select(G.array(), n.alpha * G.array());
+      break;
+    case Op::elu:  // for x <= 0: d alpha (e^x - 1) = alpha e^x = y + alpha
+      GX(0).array() +=
+          (X(0).array() > T(0)).select(G.array(), G.array() * (Y.array() + n.alpha));
+      break;
+    case Op::matmul: {  // C = op(A) op(B)
+      const auto A = X(0);
+      const auto B = X(1);
+      switch (n.mode) {
+        case 0:  // C = A B: dA = G B^T, dB = A^T G
+          if (wants(0)) GX(0).noalias() += G * B.transpose();
+          if (wants(1)) GX(1).noalias() += A.transpose() * G;
+          break;
+        case 1:  // C = A^T B: dA = B G^T, dB = A G
+          if (wants(0)) GX(0).noalias() += B * G.transpose();
+          if (wants(1)) GX(1).noalias() += A * G;
+          break;
+        case 2:  // C = A B^T: dA = G B, dB = G^T A
+          if (wants(0)) GX(0).noalias() += G * B;
+          if (wants(1)) GX(1).noalias() += G.transpose() * A;
+          break;
+        default:  // C = A^T B^T: dA = B^T G^T, dB = G^T A^T
+          if (wants(0)) GX(0).noalias() += B.transpose() * G.transpose();
+          if (wants(1)) GX(1).noalias() += G.transpose() * A.transpose();
+          break;
+      }
+      break;
+    }
+    case Op::transpose: GX(0) += G.transpose(); break;
+    case Op::sum:
+    case Op::mean: {  // every input element receives its reduction's gradient times alpha (1/count)
+      // Row by row: Eigen would evaluate a broadcast (colwise() += expression) into a heap
+      // temporary, and a steady-state step must not allocate.
+      auto gx = GX(0);
+      switch (static_cast<Reduce>(n.mode)) {
+        case Reduce::all: gx.array() += G(0, 0) * n.alpha; break;
+        case Reduce::per_row:
+          for (Index i = 0; i < gx.rows(); ++i) gx.row(i).array() += G(i, 0) * n.alpha;
+          break;
+        default:
+          for (Index i = 0; i < gx.rows(); ++i) gx.row(i) += G.row(0) * n.alpha;
+          break;
+      }
+      break;
+    }
+    case Op::softmax: {  // dx = y * (g - sum(g * y)) per row
+      auto gx = GX(0);
+      for (Index i = 0; i < R; ++i) {
+        const T dot = G.row(i).dot(Y.row(i));
+        gx.row(i).array() += Y.row(i).array() * (G.row(i).array() - dot);
+      }
+      break;
+    }
+    case Op::log_softmax: {  // dx = g - softmax(x) * sum(g) per row
+      auto gx = GX(0);
+      for (Index i = 0; i < R; ++i)
+        gx.row(i).array() += G.row(i).array() - Y.row(i).array().exp() * G.row(i).sum();
+      break;
+    }
+    case Op::linear: {  // Y = X W^T + b: dX = G W, dW = G^T X, db = column sums of G
+      if (wants(0)) GX(0).noalias() += G * X(1);
+      if (wants(1)) GX(1).noalias() += G.transpose() * X(0);
+      if (wants(2)) GX(2) += G.colwise().sum();
+      break;
+    }
+    case Op::softmax_cross_entropy: {  // dlogits = g / batch * (softmax - onehot)
+      const auto& in = tape.node(n.in[0]);
+      const ConstMatrixMap<T> P(static_cast<const T*>(n.aux), in.rows, in.cols);
+      const int* labels = static_cast<const int*>(n.aux2);
+      const T k = G(0, 0) * n.alpha;
+      auto gx = GX(0);
+      gx += k * P;
+      for (Index i = 0; i < in.rows; ++i) gx(i, labels[i]) -= k;
+      break;
+    }
+    case Op::binary_cross_entropy_with_logits: {  // dx = g (sigmoid(x) - t) / n, dt = -g x / n
+      const T k = G(0, 0) * n.alpha;
+      if (wants(0)) GX(0).array() += k * (X(0).array().logistic() - X(1).array());
+      if (wants(1)) GX(1).array() -= k * X(0).array();
+      break;
+    }
+    case Op::batch_norm: {  // columns are features; aux = xhat [N, C], aux2 = 1/sqrt(var + eps) [C]
+      const auto& in = tape.node(n.in[0]);
+      const ConstMatrixMap<T> xhat(static_cast<const T*>(n.aux), R, C);
+      const ConstMatrixMap<T> invstd(static_cast<const T*>(n.aux2), 1, C);
+      const auto gamma = X(1);
+      if (wants(1)) GX(1).array() += (G.array() * xhat.array()).colwise().sum();
+      if (wants(2)) GX(2) += G.colwise().sum();
+      if (wants(0)) {
+        auto gx = GX(0);
+        if (n.mode == 1) {  // eval: y = gamma (x - running_mean) invstd + beta
+          // Row by row, like sum and mean: a broadcast expression would allocate a temporary.
+          for (Index i = 0; i < R; ++i)
+            gx.row(i).array() += G.row(i).array() * gamma.row(0).array() * invstd.row(0).array();
+        } else {  // train: dx = invstd / N (N dxhat - sum dxhat - xhat sum(dxhat xhat))
+          const T N = static_cast<T>(in.rows);
+          for (Index j = 0; j < C; ++j) {
+            const T k = gamma(0, j) * invstd(0, j);
+            const T sum_g = G.col(j).sum();
+            const T sum_gx = G.col(j).dot(xhat.col(j));
+            gx.col(j).array() += k * (G.col(j).array() - (sum_g + xhat.col(j).array() * sum_gx) / N);
+          }
+        }
+      }
+      break;
+    }
+    case Op::dropout: {  // y = x * mask, mask already holding 1 / (1 - p) or 0
+      const ConstMatrixMap<T> mask(static_cast<const T*>(n.aux), R, C);
+      GX(0).array() += G.array() * mask.array();
+      break;
+    }
+    case Op::constant:
+    case Op::variable:
+    case Op::parameter:
+    case Op::count_: break;
+  }
+}
+
+}  // namespace gradscope::detail

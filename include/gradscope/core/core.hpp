@@ -1,0 +1,12 @@
+#pragma once
+/// The autodiff core: tensors, the tape, differentiable ops and gradient checking.
+
+#include "error.hpp"
+#include "gradcheck.hpp"
+#include "mode.hpp"
+#include "nn_ops.hpp"
+#include "ops.hpp"
+#include "rng.hpp"
+#include "tape.hpp"
+#include "tensor.hpp"
+#include "types.hpp"

@@ -1,0 +1,111 @@
+#pragma once
+// The records a Tape is made of, and the persistent storage behind parameters and data tensors.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../types.hpp"
+
+namespace gradscope::detail {
+
+/// Every differentiable op. The backward rule of each lives in core/backward.hpp, one case each.
+enum class Op : std::uint8_t {
+  constant,   // leaf without gradient (data, or a value recorded under NoGrad)
+  variable,   // leaf created by Tape::variable, gradient kept on the tape
+  parameter,  // leaf standing for a persistent tensor with a gradient buffer
+  add,
+  sub,
+  mul,
+  div,
+  neg,
+  scale,
+  add_scalar,
+  pow,
+  exp,
+  log,
+  sqrt,
+  square,
+  abs,
+  clamp,
+  sigmoid,
+  tanh,
+  relu,
+  leaky_relu,
+  elu,
+  matmul,
+  transpose,
+  sum,
+  mean,
+  softmax,
+  log_softmax,
+  linear,
+  softmax_cross_entropy,
+  binary_cross_entropy_with_logits,
+  batch_norm,
+  dropout,
+  count_
+};
+
+inline const char* op_name(Op op) noexcept {
+  static constexpr const char* names[] = {
+      "constant", "variable", "parameter", "add", "sub", "mul", "div", "neg", "scale",
+      "add_scalar", "pow", "exp", "log", "sqrt", "square", "abs", "clamp", "sigmoid", "tanh",
+      "relu", "leaky_relu", "elu", "matmul", "transpose", "sum", "mean", "softmax",
+      "log_softmax", "linear", "softmax_cross_entropy", "binary_cross_entropy_with_logits",
+      "batch_norm", "dropout"};
+  static_assert(sizeof(names) / sizeof(names[0]) == static_cast<std::size_t>(Op::count_));
+  return names[static_cast<std::size_t>(op)];
+}
+
+inline constexpr std::uint32_t no_input = 0xFFFFFFFFu;
+
+/// One entry of the Wengert list: an op, its inputs (node indices), its value and gradient.
+template <class T>
+struct Node {
+  T* value = nullptr;
+  T* grad = nullptr;  // allocated (zeroed) on first accumulation during backward
+  Index rows = 1;
+  Index cols = 1;
+  std::uint32_t in[3] = {no_input, no_input, no_input};
+  Op op = Op::constant;
+  std::uint8_t rank = 0;
+  std::uint8_t mode = 0;  // op-specific: reduction axis, transpose flags, ...
+  bool requires_grad = false;
+  bool has_hooks = false;
+  bool retain = false;
+  T alpha = 0;  // op-specific scalar arguments
+  T beta = 0;
+  void* aux = nullptr;  // op-specific saved data in the tape's arena, or the Storage of a leaf
+  void* aux2 = nullptr;
+  const char* label = nullptr;
+
+  Shape shape() const { return Shape{rows, cols, rank}; }
+  bool is_leaf() const { return op == Op::constant || op == Op::variable || op == Op::parameter; }
+};
+
+template <class T>
+struct HookEntry {
+  std::uint64_t id;
+  std::uint32_t node;  // for tape hooks: the node they watch
+  std::function<void(const ConstMatrixMap<T>&)> fn;
+};
+
+/// Heap storage of a persistent tensor (data, parameters, eager results).
+template <class T>
+struct Storage {
+  Matrix<T> value;
+  Matrix<T> grad;  // empty unless requires_grad
+  int rank = 2;
+  bool requires_grad = false;
+  std::string name;  // set by the owning module ("3.weight"); used in error messages
+  // The leaf node standing for this storage on the tape it was last recorded on.
+  const void* leaf_tape = nullptr;
+  std::uint64_t leaf_generation = 0;
+  std::uint32_t leaf_index = 0;
+  std::vector<HookEntry<T>> hooks;
+  std::uint64_t next_hook_id = 1;
+};
+
+}  // namespace gradscope::detail

@@ -1,0 +1,133 @@
+#pragma once
+// Recorder: the one place that decides whether an op is recorded on a tape or evaluated eagerly,
+// and that allocates its output.
+
+#include <initializer_list>
+#include <new>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+#include "../mode.hpp"
+#include "../tape.hpp"
+
+namespace gradscope::detail {
+
+/// Used by every op: `Recorder r(Op::exp, {&x}, shape); r.out() = ...; return r.finish();`
+///
+/// An op is recorded on a tape when one of its inputs lives on that tape, or when an input
+/// requires a gradient, gradients are enabled and a tape is alive on this thread. Otherwise it is
+/// computed eagerly into a new persistent tensor, which records nothing.
+template <Scalar T>
+class Recorder {
+ public:
+  Recorder(Op op, std::initializer_list<const Tensor<T>*> inputs, Shape out) : op_(op) {
+    bool any_grad = false;
+    for (const Tensor<T>* t : inputs) {
+      if (!t || !t->defined()) continue;
+      if (t->tape_) {
+        t->tape_->check_live(*t, op_name(op));
+        if (tape_ && tape_ != t->tape_)
+          throw UsageError(cat(op_name(op), ": inputs were recorded on different tapes"));
+        tape_ = t->tape_;
+        any_grad = any_grad || t->tape_->node(t->index_).requires_grad;
+      } else {
+        any_grad = any_grad || t->storage_->requires_grad;
+      }
+    }
+    const bool grad = any_grad && grad_enabled();
+    if (!tape_ && grad) tape_ = current_tape<T>();
+    int k = 0;
+    if (tape_) {
+      Node<T> n;
+      n.op = op;
+      n.rows = out.rows;
+      n.cols = out.cols;
+      n.rank = static_cast<std::uint8_t>(out.rank);
+      n.requires_grad = grad;
+      n.label = current_label();
+      for (const Tensor<T>* t : inputs) {
+        if (t && t->defined()) {
+          const std::uint32_t i = t->tape_ ? t->index_ : tape_->leaf_for(t->storage_);
+          const auto& in = tape_->node(i);
+          n.in[k] = i;
+          new (&inputs_[k]) ConstMatrixMap<T>(in.value, in.rows, in.cols);
+        }
+        ++k;
+      }
+      n.value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(out.size()));
+      index_ = tape_->push(n);
+      new (&out_) MatrixMap<T>(n.value, n.rows, n.cols);
+    } else {
+      for (const Tensor<T>* t : inputs) {
+        if (t && t->defined()) new (&inputs_[k]) ConstMatrixMap<T>(t->value());
+        ++k;
+      }
+      storage_ = std::make_shared<Storage<T>>();
+      storage_->value.resize(out.rows, out.cols);
+      storage_->rank = out.rank;
+      new (&out_) MatrixMap<T>(storage_->value.data(), out.rows, out.cols);
+    }
+  }
+  Recorder(const Recorder&) = delete;
+  Recorder& operator=(const Recorder&) = delete;
+
+  /// The value of input k.
+  const ConstMatrixMap<T>& in(int k) const { return inputs_[k]; }
+  /// The output to fill.
+  MatrixMap<T>& out() { return out_; }
+  /// True when backward information is kept (the output requires a gradient).
+  bool recording() const { return tape_ && tape_->node(index_).requires_grad; }
+  /// The output's node (for scalar arguments and saved data); only when recording().
+  Node<T>& node() { return tape_->node(index_); }
+  /// Memory that lives as long as the tape (when recording) or this recorder (otherwise).
+  template <class U>
+  U* scratch(std::size_t n) {
+    if (tape_) return tape_->arena().template allocate_array<U>(n);
+    eager_scratch_.emplace_back(new std::byte[std::max<std::size_t>(n, 1) * sizeof(U) + 64]);
+    void* p = eager_scratch_.back().get();
+    std::size_t space = std::max<std::size_t>(n, 1) * sizeof(U) + 64;
+    return static_cast<U*>(std::align(alignof(U), n * sizeof(U), p, space));
+  }
+  /// Sets the op's scalar arguments and mode (kept on the node when recording).
+  void set_args(T alpha, T beta = 0, std::uint8_t mode = 0) {
+    if (tape_) {
+      auto& n = node();
+      n.alpha = alpha;
+      n.beta = beta;
+      n.mode = mode;
+    }
+  }
+  void set_aux(void* aux) {
+    if (tape_) node().aux = aux;
+  }
+
+  /// Checks the output in anomaly mode and returns the result tensor.
+  Tensor<T> finish() {
+    if (anomaly_enabled() && !out_.allFinite()) {
+      std::ostringstream os;
+      os << "non-finite value in forward of '" << op_name(op_) << "'; input shapes";
+      for (const auto& m : inputs_)
+        if (m.data()) os << " [" << m.rows() << ", " << m.cols() << "]";
+      os << ", output [" << out_.rows() << ", " << out_.cols() << "]";
+      const char* label = current_label();
+      if (label) os << ", at '" << label << "'";
+      throw NumericalError(os.str(), op_name(op_), "forward", label ? label : "");
+    }
+    if (tape_) return Tensor<T>(tape_, index_, tape_->generation());
+    Tensor<T> t;
+    t.storage_ = std::move(storage_);
+    return t;
+  }
+
+ private:
+  Op op_;
+  Tape<T>* tape_ = nullptr;
+  std::uint32_t index_ = 0;
+  std::shared_ptr<Storage<T>> storage_;
+  ConstMatrixMap<T> inputs_[3] = {{nullptr, 0, 0}, {nullptr, 0, 0}, {nullptr, 0, 0}};
+  MatrixMap<T> out_{nullptr, 0, 0};
+  std::vector<std::unique_ptr<std::byte[]>> eager_scratch_;
+};
+
+}  // namespace gradscope::detail

@@ -1,0 +1,344 @@
+#pragma once
+/// Tape<T>: the linear (Wengert) list that records ops and sweeps them backwards.
+
+#include <atomic>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "detail/arena.hpp"
+#include "detail/node.hpp"
+#include "mode.hpp"
+#include "tensor.hpp"
+
+namespace gradscope {
+
+namespace detail {
+inline std::uint64_t next_generation() noexcept {
+  static std::atomic<std::uint64_t> counter{1};
+  return counter.fetch_add(1, std::memory_order_relaxed);
+}
+template <Scalar T>
+void backward_node(Tape<T>& tape, Node<T>& node);
+struct TapeToken {
+  std::uint64_t generation = 0;
+};
+}  // namespace detail
+
+/// Records ops on tensors and computes gradients by one reverse sweep.
+///
+/// While a Tape is alive it is the current tape of its thread: ops on parameters record onto it.
+/// Values and gradients live in an arena owned by the tape; reset() forgets the recorded ops but
+/// keeps the memory, so a training step of a fixed network allocates nothing from the second
+/// step on. Tensors recorded before a reset() throw UsageError when used afterwards.
+template <Scalar T>
+class Tape {
+ public:
+  Tape() : token_(std::make_shared<detail::TapeToken>()) {
+    nodes_.reserve(256);
+    token_->generation = generation_ = detail::next_generation();
+    previous_ = detail::current_tape<T>();
+    detail::current_tape<T>() = this;
+  }
+  ~Tape() {
+    token_->generation = 0;
+    // Unlink from the thread's stack of live tapes wherever we are in it: tapes held by smart
+    // pointers may be destroyed out of order, and none may be left pointing at us.
+    Tape*& top = detail::current_tape<T>();
+    if (top == this) {
+      top = previous_;
+      return;
+    }
+    for (Tape* t = top; t; t = t->previous_) {
+      if (t->previous_ == this) {
+        t->previous_ = previous_;
+        break;
+      }
+    }
+  }
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
+
+  /// The innermost live tape of this thread, or nullptr.
+  static Tape* current() noexcept { return detail::current_tape<T>(); }
+
+  /// A leaf whose gradient is computed by backward and read with grad().
+  Tensor<T> variable(const Eigen::Ref<const Matrix<T>>& value, int rank = 2) {
+    return leaf(value, rank, detail::Op::variable, true);
+  }
+  /// A leaf without gradient.
+  Tensor<T> constant(const Eigen::Ref<const Matrix<T>>& value, int rank = 2) {
+    return leaf(value, rank, detail::Op::constant, false);
+  }
+
+  /// Back-propagates from a scalar `loss`: fills parameter gradients (accumulating), tape
+  /// variables' gradients, and fires hooks.
+  void backward(const Tensor<T>& loss) {
+    check_root(loss, "backward(loss)");
+    if (nodes_[loss.index_].rows * nodes_[loss.index_].cols != 1)
+      throw UsageError(detail::cat("backward(loss) needs a scalar; the loss has shape ",
+                                   nodes_[loss.index_].shape(),
+                                   " (reduce it with sum/mean, or pass a seed: backward(y, seed))"));
+    sweep(loss.index_, nullptr);
+  }
+  /// Back-propagates from a non-scalar `y`, with dL/dy = `seed` (same shape as y).
+  void backward(const Tensor<T>& y, const Eigen::Ref<const Matrix<T>>& seed) {
+    check_root(y, "backward(y, seed)");
+    const auto& n = nodes_[y.index_];
+    if (seed.rows() != n.rows || seed.cols() != n.cols)
+      throw ShapeError(detail::cat("backward(y, seed): seed has shape [", seed.rows(), ", ",
+                                   seed.cols(), "] but y has shape ", n.shape()));
+    sweep(y.index_, &seed);
+  }
+
+  /// Forgets every recorded op (their tensors become invalid) and keeps the memory for reuse.
+  void reset() {
+    nodes_.clear();
+    arena_.reset();
+    kept_.clear();
+    hooks_.clear();
+    token_->generation = generation_ = detail::next_generation();
+  }
+
+  /// Number of recorded nodes (leaves included).
+  std::size_t size() const noexcept { return nodes_.size(); }
+  /// Bytes the arena reserved from the heap (kept across reset()).
+  std::size_t arena_capacity() const { return arena_.capacity(); }
+  /// Bytes of values and gradients handed out since the last reset().
+  std::size_t arena_used() const { return arena_.used(); }
+  /// Changes at every reset(); tensors remember the generation they were recorded in.
+  std::uint64_t generation() const noexcept { return generation_; }
+
+  /// One line per node: index, op, shape, inputs and label. For debugging.
+  std::string listing() const {
+    std::ostringstream os;
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      const auto& n = nodes_[i];
+      os << i << ' ' << detail::op_name(n.op) << ' ' << n.shape();
+      for (auto k : n.in)
+        if (k != detail::no_input) os << " <- " << k;
+      if (n.label) os << "  @" << n.label;
+      os << '\n';
+    }
+    return os.str();
+  }
+
+  // --- for ops and the backward table (not part of the user API) ---
+  detail::Node<T>& node(std::uint32_t i) noexcept { return nodes_[i]; }
+  const detail::Node<T>& node(std::uint32_t i) const noexcept { return nodes_[i]; }
+  detail::Arena& arena() noexcept { return arena_; }
+
+  /// Appends a node and returns its index.
+  std::uint32_t push(const detail::Node<T>& n) {
+    nodes_.push_back(n);
+    return static_cast<std::uint32_t>(nodes_.size() - 1);
+  }
+  /// The gradient buffer of node i, allocated and zeroed on first use.
+  T* grad_buffer(std::uint32_t i) {
+    auto& n = nodes_[i];
+    if (!n.grad) n.grad = arena_.allocate_zeroed<T>(static_cast<std::size_t>(n.rows * n.cols));
+    return n.grad;
+  }
+  /// The leaf node standing for a persistent tensor on this tape (one per storage per reset).
+  std::uint32_t leaf_for(const std::shared_ptr<detail::Storage<T>>& s) {
+    if (s->leaf_tape == this && s->leaf_generation == generation_) return s->leaf_index;
+    detail::Node<T> n;
+    n.op = s->requires_grad ? detail::Op::parameter : detail::Op::constant;
+    n.value = s->value.data();
+    n.rows = s->value.rows();
+    n.cols = s->value.cols();
+    n.rank = static_cast<std::uint8_t>(s->rank);
+    n.requires_grad = s->requires_grad;
+    n.aux = s.get();
+    const auto index = push(n);
+    kept_.push_back(s);
+    s->leaf_tape = this;
+    s->leaf_generation = generation_;
+    s->leaf_index = index;
+    return index;
+  }
+  /// Checks that `t` was recorded on this tape since the last reset.
+  void check_live(const Tensor<T>& t, const char* what) const {
+    if (t.tape_ != this)
+      throw UsageError(detail::cat(what, ": tensor was not recorded on this tape"));
+    if (t.generation_ != generation_ || t.index_ >= nodes_.size())
+      throw UsageError(detail::cat(what, ": tensor was recorded on a tape that has since been ",
+                                   "reset (or destroyed); record it again"));
+  }
+
+  HookHandle add_hook(std::uint32_t index, typename Tensor<T>::HookFn fn) {
+    const std::uint64_t id = next_hook_id_++;
+    hooks_.push_back({id, index, std::move(fn)});
+    nodes_[index].has_hooks = true;
+    std::weak_ptr<detail::TapeToken> token = token_;
+    const std::uint64_t generation = generation_;
+    return HookHandle([this, token, generation, id, index] {
+      auto t = token.lock();
+      if (!t || t->generation != generation) return;  // tape reset or gone: nothing to remove
+      bool others = false;
+      for (std::size_t k = 0; k < hooks_.size();) {
+        if (hooks_[k].id == id) {
+          hooks_.erase(hooks_.begin() + static_cast<std::ptrdiff_t>(k));
+          continue;
+        }
+        others = others || hooks_[k].node == index;
+        ++k;
+      }
+      nodes_[index].has_hooks = others;
+    });
+  }
+  HookHandle retain(std::uint32_t index) {
+    nodes_[index].retain = true;
+    std::weak_ptr<detail::TapeToken> token = token_;
+    const std::uint64_t generation = generation_;
+    return HookHandle([this, token, generation, index] {
+      auto t = token.lock();
+      if (t && t->generation == generation) nodes_[index].retain = false;
+    });
+  }
+
+ private:
+  Tensor<T> leaf(const Eigen::Ref<const Matrix<T>>& value, int rank, detail::Op op, bool grad) {
+    Tensor<T>::check_rank(value.rows(), value.cols(), rank);
+    detail::Node<T> n;
+    n.op = op;
+    n.rows = value.rows();
+    n.cols = value.cols();
+    n.rank = static_cast<std::uint8_t>(rank);
+    n.requires_grad = grad;
+    n.value = arena_.allocate_array<T>(static_cast<std::size_t>(value.size()));
+    MatrixMap<T>(n.value, n.rows, n.cols) = value;
+    return Tensor<T>(this, push(n), generation_);
+  }
+
+  void check_root(const Tensor<T>& y, const char* what) const {
+    if (!y.defined()) throw UsageError(detail::cat(what, ": the tensor is undefined"));
+    if (y.is_persistent())
+      throw UsageError(detail::cat(
+          what, ": the tensor was not recorded on a tape (no gradscope::Tape was alive on this "
+                "thread when it was computed, or all its inputs were constants or under NoGrad)"));
+    check_live(y, what);
+    if (!nodes_[y.index_].requires_grad)
+      throw UsageError(detail::cat(what, ": the tensor does not depend on any parameter or ",
+                                   "variable that requires a gradient"));
+  }
+
+  void fire_tape_hooks(std::uint32_t i, const ConstMatrixMap<T>& g) {
+    // Index loop: a hook may register further hooks (push_back) without invalidating us.
+    for (std::size_t k = 0; k < hooks_.size(); ++k)
+      if (hooks_[k].node == i) hooks_[k].fn(g);
+  }
+
+  void sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed) {
+    // Every node, not only those up to the root: gradients are those of the last backward call.
+    for (auto& n : nodes_) n.grad = nullptr;
+    T* g0 = grad_buffer(root);
+    auto& r = nodes_[root];
+    if (seed)
+      MatrixMap<T>(g0, r.rows, r.cols) = *seed;  // by coefficient: the seed may be strided
+    else
+      g0[0] = T(1);
+    const bool anomaly = anomaly_enabled();
+    for (std::uint32_t i = root + 1; i-- > 0;) {
+      auto& n = nodes_[i];
+      if (!n.grad || !n.requires_grad) continue;
+      const ConstMatrixMap<T> g(n.grad, n.rows, n.cols);
+      if (n.has_hooks) fire_tape_hooks(i, g);
+      if (n.op == detail::Op::parameter) {
+        auto* s = static_cast<detail::Storage<T>*>(n.aux);
+        for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
+        s->grad += g;
+        continue;
+      }
+      if (n.is_leaf()) continue;
+      detail::backward_node(*this, n);
+      if (anomaly) check_backward(n);
+    }
+  }
+
+  void check_backward(const detail::Node<T>& n) const {
+    for (int k = 0; k < 3; ++k) {
+      if (n.in[k] == detail::no_input) continue;
+      const auto& in = nodes_[n.in[k]];
+      if (!in.grad) continue;
+      if (!ConstMatrixMap<T>(in.grad, in.rows, in.cols).allFinite()) {
+        std::ostringstream os;
+        os << "non-finite gradient in backward of '" << detail::op_name(n.op)
+           << "' flowing to input " << k << "; input shapes";
+        for (auto j : n.in)
+          if (j != detail::no_input) os << ' ' << nodes_[j].shape();
+        os << ", output " << n.shape();
+        if (n.label) os << ", at '" << n.label << "'";
+        throw NumericalError(os.str(), detail::op_name(n.op), "backward", n.label ? n.label : "");
+      }
+    }
+  }
+
+  std::vector<detail::Node<T>> nodes_;
+  detail::Arena arena_;
+  std::vector<std::shared_ptr<detail::Storage<T>>> kept_;  // persistent inputs stay alive
+  std::vector<detail::HookEntry<T>> hooks_;
+  std::shared_ptr<detail::TapeToken> token_;
+  std::uint64_t generation_ = 0;
+  std::uint64_t next_hook_id_ = 1;
+  Tape* previous_ = nullptr;
+};
+
+// --- Tensor members that need the Tape ---
+
+template <Scalar T>
+detail::Node<T>& Tensor<T>::node() const {
+  if (!tape_) throw UsageError("operation on an undefined tensor");
+  tape_->check_live(*this, "tensor");
+  return tape_->node(index_);
+}
+
+template <Scalar T>
+ConstMatrixMap<T> Tensor<T>::grad() const {
+  if (storage_) {
+    if (!storage_->requires_grad)
+      throw UsageError("grad(): this persistent tensor does not require a gradient");
+    return {storage_->grad.data(), storage_->grad.rows(), storage_->grad.cols()};
+  }
+  auto& n = node();
+  if (!n.requires_grad)
+    throw UsageError(detail::cat("grad(): tensor (op '", detail::op_name(n.op),
+                                 "') does not require a gradient"));
+  if (!n.is_leaf() && !n.retain)
+    throw UsageError(detail::cat("grad(): the gradient of an intermediate tensor (op '",
+                                 detail::op_name(n.op),
+                                 "') is not kept; call retain_grad() on it before backward"));
+  return {tape_->grad_buffer(index_), n.rows, n.cols};
+}
+
+template <Scalar T>
+HookHandle Tensor<T>::register_hook(HookFn fn) {
+  require_defined("register_hook()");
+  if (storage_) {
+    auto& s = *storage_;
+    if (!s.requires_grad)
+      throw UsageError("register_hook(): this persistent tensor does not require a gradient");
+    const std::uint64_t id = s.next_hook_id++;
+    s.hooks.push_back({id, 0, std::move(fn)});
+    std::weak_ptr<detail::Storage<T>> weak = storage_;
+    return HookHandle([weak, id] {
+      if (auto p = weak.lock())
+        std::erase_if(p->hooks, [id](const auto& h) { return h.id == id; });
+    });
+  }
+  node();  // validity check
+  return tape_->add_hook(index_, std::move(fn));
+}
+
+template <Scalar T>
+HookHandle Tensor<T>::retain_grad() {
+  require_defined("retain_grad()");
+  if (storage_) return HookHandle([] {});  // persistent gradients are always kept
+  node();
+  return tape_->retain(index_);
+}
+
+}  // namespace gradscope
+
+#include "backward.hpp"

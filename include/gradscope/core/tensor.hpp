@@ -1,0 +1,274 @@
+#pragma once
+/// Tensor<T>: a handle to a value recorded on a Tape, or to persistent storage (data, parameters).
+
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "detail/node.hpp"
+#include "error.hpp"
+#include "rng.hpp"
+#include "types.hpp"
+
+namespace gradscope {
+
+template <Scalar T>
+class Tape;
+template <Scalar T>
+class Tensor;
+
+namespace detail {
+template <Scalar T>
+class Recorder;
+template <Scalar T>
+Tape<T>*& current_tape() noexcept {
+  static thread_local Tape<T>* tape = nullptr;
+  return tape;
+}
+}  // namespace detail
+
+/// Removes a hook registered on a tensor or a module. Removing twice, or after the tape was
+/// reset, does nothing.
+class HookHandle {
+ public:
+  HookHandle() = default;
+  explicit HookHandle(std::function<void()> remover) : remover_(std::move(remover)) {}
+  /// Unregisters the hook.
+  void remove() {
+    if (remover_) {
+      auto r = std::move(remover_);
+      remover_ = nullptr;
+      r();
+    }
+  }
+  /// True until remove() was called.
+  bool active() const noexcept { return static_cast<bool>(remover_); }
+
+ private:
+  std::function<void()> remover_;
+};
+
+/// A dense row-major array of rank 0 to 2 (rows are the batch), float or double.
+///
+/// A Tensor is a cheap handle. Either it refers to a node of a Tape (results of ops recorded
+/// while a tape is alive, and Tape::variable) and is valid until that tape is reset, or it owns
+/// persistent storage shared by its copies (data, parameters, results computed with no tape).
+/// Parameters are persistent tensors with requires_grad: their gradient buffer accumulates over
+/// backward calls until zero_grad().
+template <Scalar T>
+class Tensor {
+ public:
+  using value_type = T;
+  using HookFn = std::function<void(const ConstMatrixMap<T>&)>;
+
+  /// An undefined tensor (defined() is false).
+  Tensor() = default;
+
+  /// A rank-2 constant from nested braces: Tensor<double>{{1, 2}, {3, 4}}.
+  Tensor(std::initializer_list<std::initializer_list<T>> rows)
+      : Tensor(Matrix<T>(rows), 2, false) {}
+
+  /// A rank-2 constant copied from any Eigen matrix expression.
+  template <class Derived>
+  explicit Tensor(const Eigen::MatrixBase<Derived>& m) : Tensor(Matrix<T>(m), 2, false) {}
+
+  /// A persistent tensor holding `value`, of the given rank (0, 1 or 2), with a gradient buffer
+  /// when `requires_grad`.
+  Tensor(Matrix<T> value, int rank, bool requires_grad) {
+    check_rank(value.rows(), value.cols(), rank);
+    storage_ = std::make_shared<detail::Storage<T>>();
+    storage_->value = std::move(value);
+    storage_->rank = rank;
+    set_requires_grad(requires_grad);
+  }
+
+  /// A persistent tensor of `shape` filled with `fill`.
+  static Tensor full(Shape shape, T fill) {
+    return Tensor(Matrix<T>::Constant(shape.rows, shape.cols, fill), shape.rank, false);
+  }
+  static Tensor full(Index rows, Index cols, T fill) {
+    return full(Shape::matrix(rows, cols), fill);
+  }
+  static Tensor zeros(Index rows, Index cols) { return full(rows, cols, T(0)); }
+  static Tensor zeros(Shape shape) { return full(shape, T(0)); }
+  static Tensor ones(Index rows, Index cols) { return full(rows, cols, T(1)); }
+  static Tensor ones(Shape shape) { return full(shape, T(1)); }
+  /// A rank-0 tensor.
+  static Tensor scalar(T v) { return full(Shape::scalar(), v); }
+  /// A rank-1 tensor (a row vector).
+  static Tensor vector(std::initializer_list<T> values) {
+    Matrix<T> m(1, static_cast<Index>(values.size()));
+    Index j = 0;
+    for (T v : values) m(0, j++) = v;
+    return Tensor(std::move(m), 1, false);
+  }
+  /// Normal draws with the given mean and standard deviation, from `rng`.
+  static Tensor randn(Shape shape, Rng& rng, T mean = 0, T stddev = 1) {
+    Matrix<T> m(shape.rows, shape.cols);
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(rng.normal(mean, stddev));
+    return Tensor(std::move(m), shape.rank, false);
+  }
+  static Tensor randn(Index rows, Index cols, Rng& rng, T mean = 0, T stddev = 1) {
+    return randn(Shape::matrix(rows, cols), rng, mean, stddev);
+  }
+  /// Uniform draws in [a, b), from `rng`.
+  static Tensor uniform(Shape shape, Rng& rng, T a = 0, T b = 1) {
+    Matrix<T> m(shape.rows, shape.cols);
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(rng.uniform(a, b));
+    return Tensor(std::move(m), shape.rank, false);
+  }
+  static Tensor uniform(Index rows, Index cols, Rng& rng, T a = 0, T b = 1) {
+    return uniform(Shape::matrix(rows, cols), rng, a, b);
+  }
+  /// A persistent tensor with a gradient buffer: what layers hold as weights.
+  static Tensor parameter(Matrix<T> value, int rank = 2) {
+    return Tensor(std::move(value), rank, true);
+  }
+
+  /// False for a default-constructed tensor.
+  bool defined() const noexcept { return tape_ != nullptr || storage_ != nullptr; }
+  Shape shape() const {
+    if (storage_) return Shape{storage_->value.rows(), storage_->value.cols(), storage_->rank};
+    return node().shape();
+  }
+  Index rows() const { return shape().rows; }
+  Index cols() const { return shape().cols; }
+  Index size() const { return shape().size(); }
+  int rank() const { return shape().rank; }
+
+  /// True for parameters, tape variables and results that depend on them.
+  bool requires_grad() const {
+    if (storage_) return storage_->requires_grad;
+    return tape_ ? node().requires_grad : false;
+  }
+  /// True when this tensor owns persistent storage (data, parameters); false for tape nodes.
+  bool is_persistent() const noexcept { return storage_ != nullptr; }
+  /// The tape this tensor was recorded on, or nullptr for a persistent tensor.
+  Tape<T>* tape() const noexcept { return tape_; }
+  /// The op that produced this tensor ("parameter", "constant", "matmul", ...).
+  const char* op_name() const {
+    if (storage_) return storage_->requires_grad ? "parameter" : "constant";
+    return detail::op_name(node().op);
+  }
+
+  /// Read-only view of the values (no copy).
+  ConstMatrixMap<T> value() const {
+    if (storage_) return {storage_->value.data(), storage_->value.rows(), storage_->value.cols()};
+    require_defined("value()");
+    const auto& n = node();
+    return {n.value, n.rows, n.cols};
+  }
+  /// Mutable view of a persistent tensor's values (for initialisers and optimisers).
+  MatrixMap<T> mutable_value() {
+    require_persistent("mutable_value()");
+    return {storage_->value.data(), storage_->value.rows(), storage_->value.cols()};
+  }
+  /// The single value of a tensor of size 1.
+  T item() const {
+    const auto v = value();
+    if (v.size() != 1)
+      throw UsageError(detail::cat("item() needs a tensor of one element; shape is ", shape()));
+    return v(0, 0);
+  }
+  /// A copy of the values.
+  Matrix<T> to_matrix() const { return Matrix<T>(value()); }
+
+  /// The gradient: accumulated over backward calls for a parameter (until zero_grad), from the
+  /// last backward for a tape variable or for an intermediate that called retain_grad().
+  ConstMatrixMap<T> grad() const;
+  /// Mutable view of a parameter's gradient buffer (for clipping).
+  MatrixMap<T> mutable_grad() {
+    require_persistent("mutable_grad()");
+    if (!storage_->requires_grad) throw UsageError("mutable_grad(): tensor has no gradient");
+    return {storage_->grad.data(), storage_->grad.rows(), storage_->grad.cols()};
+  }
+  /// Zeroes a parameter's gradient buffer.
+  void zero_grad() {
+    if (storage_ && storage_->requires_grad) storage_->grad.setZero();
+  }
+  /// Turns a persistent tensor into a parameter (allocating its gradient buffer) or back.
+  Tensor& set_requires_grad(bool on) {
+    require_persistent("set_requires_grad()");
+    storage_->requires_grad = on;
+    if (on)
+      storage_->grad = Matrix<T>::Zero(storage_->value.rows(), storage_->value.cols());
+    else
+      storage_->grad.resize(0, 0);
+    return *this;
+  }
+
+  /// Calls `fn` with this tensor's gradient during backward. On a tape node it fires when the
+  /// sweep reaches the node (its gradient is then complete) and lasts until the tape is reset; on
+  /// a parameter it fires with the gradient of each backward call, before accumulation.
+  HookHandle register_hook(HookFn fn);
+  /// Keeps the gradient of an intermediate readable through grad() after backward.
+  HookHandle retain_grad();
+
+  /// The name of a persistent tensor given by its module ("3.weight"), or "".
+  const std::string& name() const {
+    static const std::string none;
+    return storage_ ? storage_->name : none;
+  }
+  /// Names a persistent tensor (modules do this for their parameters).
+  Tensor& set_name(std::string n) {
+    require_persistent("set_name()");
+    storage_->name = std::move(n);
+    return *this;
+  }
+
+  /// A persistent copy of the values, cut from the tape (no gradient).
+  Tensor detach() const { return Tensor(to_matrix(), rank(), false); }
+
+  // --- for the library's own components (ops, optimisers, diagnostics) ---
+  /// Node index on its tape (tape tensors only).
+  std::uint32_t node_index() const noexcept { return index_; }
+  /// The persistent storage, or nullptr for a tape node.
+  const std::shared_ptr<detail::Storage<T>>& storage() const noexcept { return storage_; }
+  /// Same handle identity (same node or same storage).
+  bool same_as(const Tensor& other) const noexcept {
+    return storage_ ? storage_ == other.storage_
+                    : (tape_ == other.tape_ && index_ == other.index_ &&
+                       generation_ == other.generation_ && tape_ != nullptr);
+  }
+
+ private:
+  friend class Tape<T>;
+  friend class detail::Recorder<T>;
+
+  Tensor(Tape<T>* tape, std::uint32_t index, std::uint64_t generation)
+      : tape_(tape), index_(index), generation_(generation) {}
+
+  static void check_rank(Index rows, Index cols, int rank) {
+    if (rank < 0 || rank > 2 || (rank == 0 && (rows != 1 || cols != 1)) ||
+        (rank == 1 && rows != 1))
+      throw ShapeError(detail::cat("tensor: rank ", rank, " cannot hold a ", rows, " x ", cols,
+                                   " value (rank 0 is 1 x 1, rank 1 is 1 x n)"));
+  }
+  void require_defined(const char* what) const {
+    if (!defined()) throw UsageError(detail::cat(what, " on an undefined tensor"));
+  }
+  void require_persistent(const char* what) const {
+    if (!storage_)
+      throw UsageError(detail::cat(what, " needs a persistent tensor (a parameter or data); this ",
+                                   "one is a tape node"));
+  }
+  detail::Node<T>& node() const;  // checks that the tape was not reset
+
+  Tape<T>* tape_ = nullptr;
+  std::uint32_t index_ = 0;
+  std::uint64_t generation_ = 0;
+  std::shared_ptr<detail::Storage<T>> storage_;
+};
+
+/// A tensor with a hierarchical name ("4.inner.0.weight"): parameters, buffers, optimiser state.
+template <Scalar T>
+struct NamedTensor {
+  std::string name;
+  Tensor<T> tensor;
+};
+
+}  // namespace gradscope
+
+#include "tape.hpp"

@@ -1,0 +1,61 @@
+#pragma once
+/// Scalar types, Eigen aliases and shapes shared by every component.
+
+#include <concepts>
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include <Eigen/Core>
+
+namespace gradscope {
+
+/// The scalar types a Tensor may hold.
+template <class T>
+concept Scalar = std::same_as<T, float> || std::same_as<T, double>;
+
+using Index = Eigen::Index;
+
+/// A dense row-major Eigen matrix: rows are the batch.
+template <class T>
+using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+/// A mutable view of row-major storage.
+template <class T>
+using MatrixMap = Eigen::Map<Matrix<T>>;
+/// A read-only view of row-major storage.
+template <class T>
+using ConstMatrixMap = Eigen::Map<const Matrix<T>>;
+
+/// Rank 0 (scalar, 1x1), rank 1 (a row vector 1 x n) or rank 2 (rows x cols).
+struct Shape {
+  Index rows = 1;
+  Index cols = 1;
+  int rank = 0;
+
+  static constexpr Shape scalar() { return {1, 1, 0}; }
+  static constexpr Shape vector(Index n) { return {1, n, 1}; }
+  static constexpr Shape matrix(Index r, Index c) { return {r, c, 2}; }
+
+  constexpr Index size() const { return rows * cols; }
+  friend constexpr bool operator==(const Shape&, const Shape&) = default;
+
+  /// "[]" for a scalar, "[n]" for a vector, "[r, c]" for a matrix.
+  std::string str() const {
+    // Appends only: GCC 12 at -O3 warns falsely (-Wrestrict) on "[" + std::string in user code.
+    std::string s = "[";
+    if (rank == 2) s.append(std::to_string(rows)).append(", ");
+    if (rank >= 1) s.append(std::to_string(cols));
+    s.append("]");
+    return s;
+  }
+  friend std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << s.str(); }
+};
+
+/// The axis a reduction runs over: everything, within each row, or within each column.
+enum class Reduce : std::uint8_t {
+  all,         ///< one value: shape []
+  per_row,     ///< one value per row: shape [rows, 1]
+  per_column,  ///< one value per column: shape [cols]
+};
+
+}  // namespace gradscope

@@ -1,0 +1,335 @@
+// Heap allocations of a steady-state training step: after the first iterations have sized the
+// tape's arena and vectors, recording a fixed graph and back-propagating through it allocates
+// nothing.
+//
+// Two counters: every global operator new (replaced below, all forms), and every heap block
+// Eigen takes itself (Eigen calls std::malloc, not operator new). The latter uses Eigen's own
+// hook: with EIGEN_RUNTIME_NO_MALLOC, each heap allocation asserts through eigen_assert while
+// Eigen::internal::set_is_malloc_allowed(false) is in force; our eigen_assert counts it instead
+// of aborting (and counts any other failed Eigen assertion separately, which must stay zero).
+//
+// This file is its own executable (test_alloc) with its own Catch main: replacing operator new
+// must not affect the other test binaries.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace alloc_counter {
+inline std::atomic<long> news{0};        // calls of any global operator new / new[]
+inline std::atomic<long> deletes{0};     // calls of any global operator delete / delete[]
+inline std::atomic<long> eigen_heap{0};  // Eigen heap allocations made while forbidden
+inline std::atomic<long> eigen_other_asserts{0};
+inline const char* first_other_assert = nullptr;
+
+inline void eigen_assert_failed(const char* expression) {
+  if (std::strstr(expression, "heap allocation is forbidden")) {
+    ++eigen_heap;
+  } else {
+    if (!first_other_assert) first_other_assert = expression;
+    ++eigen_other_asserts;
+  }
+}
+
+inline void* allocate(std::size_t size) {
+  ++news;
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+inline void* allocate(std::size_t size, std::align_val_t alignment) {
+  ++news;
+  const auto a = static_cast<std::size_t>(alignment);
+  const std::size_t rounded = ((size ? size : 1) + a - 1) / a * a;  // aligned_alloc needs this
+  if (void* p = std::aligned_alloc(a, rounded)) return p;
+  throw std::bad_alloc();
+}
+inline void release(void* p) noexcept {
+  if (p) ++deletes;
+  std::free(p);
+}
+}  // namespace alloc_counter
+
+// The replaceable global allocation functions, every overload, counting.
+void* operator new(std::size_t n) { return alloc_counter::allocate(n); }
+void* operator new[](std::size_t n) { return alloc_counter::allocate(n); }
+void* operator new(std::size_t n, std::align_val_t a) { return alloc_counter::allocate(n, a); }
+void* operator new[](std::size_t n, std::align_val_t a) { return alloc_counter::allocate(n, a); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return alloc_counter::allocate(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return alloc_counter::allocate(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try {
+    return alloc_counter::allocate(n, a);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try {
+    return alloc_counter::allocate(n, a);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void operator delete(void* p) noexcept { alloc_counter::release(p); }
+void operator delete[](void* p) noexcept { alloc_counter::release(p); }
+void operator delete(void* p, std::size_t) noexcept { alloc_counter::release(p); }
+void operator delete[](void* p, std::size_t) noexcept { alloc_counter::release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { alloc_counter::release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { alloc_counter::release(p); }
+void operator delete(void* p, std::align_val_t) noexcept { alloc_counter::release(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { alloc_counter::release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { alloc_counter::release(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  alloc_counter::release(p);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  alloc_counter::release(p);
+}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  alloc_counter::release(p);
+}
+
+// Before any Eigen header: route Eigen's heap allocations and assertions to the counters.
+#define EIGEN_RUNTIME_NO_MALLOC
+#define eigen_assert(x)                                                  \
+  do {                                                                   \
+    if (!static_cast<bool>(x)) ::alloc_counter::eigen_assert_failed(#x); \
+  } while (false)
+
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include <gradscope/gradscope.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace gs = gradscope;
+using gs::Index;
+
+namespace {
+
+struct Counts {
+  long news = 0;
+  long eigen_heap = 0;
+};
+
+/// Runs `step` `warmup` times, then counts the allocations of `measured` more runs.
+template <class Step>
+Counts count_allocations(Step&& step, int warmup, int measured) {
+  for (int i = 0; i < warmup; ++i) step();
+  Eigen::internal::set_is_malloc_allowed(false);
+  const long news0 = alloc_counter::news, eigen0 = alloc_counter::eigen_heap;
+  for (int i = 0; i < measured; ++i) step();
+  const Counts c{alloc_counter::news - news0, alloc_counter::eigen_heap - eigen0};
+  Eigen::internal::set_is_malloc_allowed(true);
+  return c;
+}
+
+/// A two-layer perceptron and the persistent state of its training loop.
+struct Mlp {
+  gs::Tensor<float> W1, b1, W2, b2;  // parameters
+  gs::Tensor<float> x;               // a fixed batch
+  std::vector<int> labels;
+  float lr = 0.01f;
+
+  Mlp(Index batch, Index in, Index hidden, Index classes, std::uint64_t seed) {
+    gs::Rng rng(seed);
+    W1 = gs::Tensor<float>::randn(hidden, in, rng, 0, 0.05f).set_requires_grad(true);
+    b1 = gs::Tensor<float>::zeros(gs::Shape::vector(hidden)).set_requires_grad(true);
+    W2 = gs::Tensor<float>::randn(classes, hidden, rng, 0, 0.1f).set_requires_grad(true);
+    b2 = gs::Tensor<float>::zeros(gs::Shape::vector(classes)).set_requires_grad(true);
+    x = gs::Tensor<float>::uniform(batch, in, rng);
+    for (Index i = 0; i < batch; ++i)
+      labels.push_back(static_cast<int>(rng.below(static_cast<std::uint64_t>(classes))));
+  }
+
+  /// One SGD step, written as a user would: forward, backward, update, zero_grad.
+  float step(gs::Tape<float>& tape) {
+    tape.reset();
+    const auto h = gs::relu(gs::linear(x, W1, b1));
+    const auto logits = gs::linear(h, W2, b2);
+    const auto loss = gs::softmax_cross_entropy(logits, labels);
+    tape.backward(loss);
+    update();
+    return loss.item();
+  }
+
+  void update() {
+    for (auto* p : {&W1, &b1, &W2, &b2}) {
+      p->mutable_value() -= lr * p->grad();
+      p->zero_grad();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a steady-state MLP step allocates nothing (batch 32, 784 -> 32 -> 10)",
+          "[alloc][core]") {
+  Mlp net(32, 784, 32, 10, 1);
+  gs::Tape<float> tape;
+  float first_loss = 0, last_loss = 0;
+  std::size_t capacity = 0, nodes = 0;
+  int iteration = 0;
+  const auto counts = count_allocations(
+      [&] {
+        last_loss = net.step(tape);
+        if (iteration++ == 0) first_loss = last_loss;
+        if (iteration == 2) {
+          capacity = tape.arena_capacity();
+          nodes = tape.size();
+        }
+      },
+      2, 20);
+  INFO("operator new calls: " << counts.news << ", Eigen heap blocks: " << counts.eigen_heap);
+  CHECK(counts.news == 0);
+  CHECK(counts.eigen_heap == 0);
+  CHECK(alloc_counter::eigen_other_asserts == 0);
+  CHECK(tape.arena_capacity() == capacity);
+  CHECK(tape.size() == nodes);
+  CHECK(last_loss < first_loss);  // the steps really train
+}
+
+TEST_CASE("a steady-state step of a graph using every op allocates nothing", "[alloc][core]") {
+  // batch 64, 256 -> 64 -> 10, with sigmoid, tanh, mean and the rest around the MLP.
+  Mlp net(64, 256, 64, 10, 2);
+  auto gain = gs::Tensor<float>::ones(gs::Shape::vector(64)).set_requires_grad(true);
+  gs::Rng rng(3);
+  const auto targets = gs::Tensor<float>::uniform(64, 10, rng);
+  gs::Tape<float> tape;
+  int hook_calls = 0;
+  auto hook = gain.register_hook([&](const auto&) { ++hook_calls; });  // registered once
+
+  const auto step = [&] {
+    tape.reset();
+    const auto a = gs::linear(net.x, net.W1, net.b1);
+    const auto h = gs::add(gs::relu(a), gs::scale(gs::mul(gs::sigmoid(a), gs::tanh(a)), 0.5f));
+    const auto g = gs::mul(h, gain);  // broadcast [64] over the batch
+    const auto e = gs::elu(gs::leaky_relu(g, 0.1f), 0.5f);
+    const auto logits = gs::linear(e, net.W2, net.b2);
+    const auto ce = gs::softmax_cross_entropy(logits, net.labels);
+    const auto bce = gs::binary_cross_entropy_with_logits(logits, targets);
+    const auto p = gs::softmax(logits);
+    const auto lp = gs::log_softmax(logits);
+    const auto entropy = gs::mean(gs::sum(gs::mul(p, lp), gs::Reduce::per_row));
+    const auto gram = gs::matmul(e, e, {.transpose_a = true, .transpose_b = false});  // [64, 64]
+    const auto reg = gs::mean(gs::sqrt(gs::add_scalar(gs::square(gram), 1.0f)));
+    const auto col = gs::mean(gs::transpose(gs::sum(e, gs::Reduce::per_column)));
+    const auto misc = gs::add(gs::mean(gs::exp(gs::clamp(a, -3.0f, 3.0f))),
+                              gs::mean(gs::log(gs::add_scalar(gs::abs(a), 1.0f))));
+    const auto ratio = gs::mean(gs::div(gs::pow(gs::add_scalar(gs::square(g), 1.0f), 0.5f),
+                                        gs::add_scalar(gs::exp(g), 1.0f)));
+    auto loss = ce + 0.5f * bce - 0.1f * entropy + 1e-4f * reg + 1e-3f * (col + misc) +
+                gs::sub(ratio, gs::neg(ratio)) / 2.0f;
+    loss = 1.0f - (2.0f - loss);  // the remaining scalar operators
+    tape.backward(loss);
+    net.update();
+    gain.mutable_value() -= net.lr * gain.grad();
+    gain.zero_grad();
+  };
+  for (int i = 0; i < 2; ++i) step();
+  const std::size_t capacity = tape.arena_capacity();
+  const auto counts = count_allocations(step, 0, 20);
+  INFO("operator new calls: " << counts.news << ", Eigen heap blocks: " << counts.eigen_heap);
+  CHECK(counts.news == 0);
+  CHECK(counts.eigen_heap == 0);
+  CHECK(alloc_counter::eigen_other_asserts == 0);
+  CHECK(tape.arena_capacity() == capacity);
+  CHECK(hook_calls == 22);
+  hook.remove();
+}
+
+TEST_CASE("a double-precision step on a tape reset each iteration allocates nothing",
+          "[alloc][core]") {
+  auto W = gs::Tensor<double>::parameter(gs::Matrix<double>::Constant(8, 16, 0.1));
+  const gs::Tensor<double> x(gs::Matrix<double>::Constant(4, 16, 0.5));
+  gs::Tape<double> tape;
+  const auto counts = count_allocations(
+      [&] {
+        tape.reset();
+        tape.backward(gs::mean(gs::tanh(gs::matmul(x, W, {.transpose_b = true}))));
+        W.zero_grad();
+      },
+      2, 10);
+  CHECK(counts.news == 0);
+  CHECK(counts.eigen_heap == 0);
+}
+
+TEST_CASE("the first iterations allocate, then the tape's memory is reused", "[alloc][core]") {
+  // The counters see allocations: without this, zero above could mean a broken counter.
+  Mlp net(8, 16, 8, 4, 4);
+  const long news0 = alloc_counter::news;
+  gs::Tape<float> tape;  // its node vector and first arena block
+  net.step(tape);
+  CHECK(alloc_counter::news > news0);
+  Eigen::internal::set_is_malloc_allowed(false);
+  const long eigen0 = alloc_counter::eigen_heap;
+  gs::Matrix<float> m(100, 100);  // Eigen's own heap block
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(alloc_counter::eigen_heap == eigen0 + 1);
+  m.setZero();
+  CHECK(m.sum() == 0);
+}
+
+// ---- where Eigen's GEMM does allocate ----
+
+namespace {
+/// Heap blocks Eigen's sequential GEMM takes for a row-major dst[rows, cols] = lhs * rhs with
+/// inner dimension `depth`. Eigen computes the result's transpose (so its m, n are cols, rows),
+/// picks the blocking kc, mc, nc from this CPU's cache sizes, and packs panels of kc x mc and
+/// kc x nc scalars, each on the stack only up to EIGEN_STACK_ALLOCATION_LIMIT bytes.
+int gemm_heap_blocks(Index rows, Index cols, Index depth) {
+  if (rows + cols + depth < EIGEN_GEMM_TO_COEFFBASED_THRESHOLD) return 0;  // coefficient-based
+  if (rows == 1 || cols == 1) return 0;                                    // GEMV
+  Index kc = depth, mc = cols, nc = rows;
+  Eigen::internal::computeProductBlockingSizes<float, float, 1, Index>(kc, mc, nc, Index{1});
+  const auto bytes = [](Index n) { return static_cast<std::size_t>(n) * sizeof(float); };
+  return (bytes(kc * std::min(cols, mc)) > EIGEN_STACK_ALLOCATION_LIMIT ? 1 : 0) +
+         (bytes(kc * std::min(rows, nc)) > EIGEN_STACK_ALLOCATION_LIMIT ? 1 : 0);
+}
+}  // namespace
+
+TEST_CASE("Eigen's GEMM blocking workspace is what allocates in larger MLP steps",
+          "[alloc][core][gemm]") {
+  // Finding: with batch 32 and 784 -> 64 -> 10 (the sizes of a typical MNIST MLP), a step does
+  // heap-allocate, and all of it is Eigen's GEMM workspace: the forward product x W1^T
+  // ([32, 784] x [784, 64]) packs a panel larger than EIGEN_STACK_ALLOCATION_LIMIT (128 KiB)
+  // on CPUs whose caches let Eigen take the whole depth of 784 in one block (e.g. 48 KiB L1,
+  // 2 MiB L2). gradscope itself (operator new) allocates nothing; how many blocks Eigen takes
+  // depends on the CPU, so the expected count is computed from Eigen's own blocking rule.
+  struct Case {
+    Index batch, in, hidden, classes;
+  };
+  for (const Case c : {Case{32, 784, 64, 10}, Case{128, 784, 128, 10}, Case{32, 784, 32, 10}}) {
+    INFO("batch " << c.batch << ", " << c.in << " -> " << c.hidden << " -> " << c.classes);
+    Mlp net(c.batch, c.in, c.hidden, c.classes, 5);
+    gs::Tape<float> tape;
+    const auto counts = count_allocations([&] { net.step(tape); }, 2, 1);
+    // The GEMMs of one step (the input x needs no gradient, so dx of layer 1 is skipped).
+    const int expected = gemm_heap_blocks(c.batch, c.hidden, c.in)         // x W1^T
+                         + gemm_heap_blocks(c.batch, c.classes, c.hidden)  // h W2^T
+                         + gemm_heap_blocks(c.batch, c.hidden, c.classes)  // dh = G W2
+                         + gemm_heap_blocks(c.classes, c.hidden, c.batch)  // dW2 = G^T h
+                         + gemm_heap_blocks(c.hidden, c.in, c.batch);      // dW1 = G^T x
+    INFO("operator new calls: " << counts.news << ", Eigen heap blocks: " << counts.eigen_heap
+                                << ", predicted from Eigen's blocking: " << expected);
+    CHECK(counts.news == 0);
+    CHECK(counts.eigen_heap == expected);
+  }
+}

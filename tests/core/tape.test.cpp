@@ -1,0 +1,351 @@
+// Tape<T>: recording, the reverse sweep, reset and reuse, parameters' gradient accumulation,
+// NoGrad, retain_grad, seeded backward, and the errors of misuse.
+
+#include <catch2/catch.hpp>
+
+#include <gradscope/core/core.hpp>
+
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gs = gradscope;
+using Catch::Matchers::Contains;
+using M = gs::Matrix<double>;
+
+TEMPLATE_TEST_CASE("a reused node receives the sum of its gradients", "[core][tape]", float,
+                   double) {
+  using S = TestType;
+  gs::Tape<S> tape;
+  // Dyadic values, so 2x + 1 is exact in floating point whatever the order of accumulation.
+  const gs::Matrix<S> v{{S(0.5), S(-1.25), S(3)}, {S(2.75), S(0), S(-8)}};
+  const auto x = tape.variable(v);
+  const auto y = gs::add(gs::mul(x, x), x);  // x*x + x: x is used three times
+  tape.backward(gs::sum(y));
+  const gs::Matrix<S> expected = (S(2) * v.array() + S(1)).matrix();
+  CHECK(gs::Matrix<S>(x.grad()) == expected);
+}
+
+TEST_CASE("a 100,000-op chain runs backward without recursion", "[core][tape]") {
+  gs::Tape<double> tape;
+  const auto x = tape.variable(M{{1.5}});
+  auto y = x;
+  const double k = 1.00001;
+  double value = 1.5, slope = 1;
+  for (int i = 0; i < 50'000; ++i) {
+    y = gs::add_scalar(gs::scale(y, k), 0.5);  // two ops per step
+    value = value * k + 0.5;
+    slope = slope * k;
+  }
+  CHECK(tape.size() == 100'001);
+  CHECK(y.item() == Approx(value).epsilon(1e-12));
+  tape.backward(y);
+  // d y / d x = k^50000.
+  CHECK(x.grad()(0, 0) == Approx(slope).epsilon(1e-12));
+  CHECK(x.grad()(0, 0) == Approx(std::pow(k, 50'000)).epsilon(1e-9));
+}
+
+TEST_CASE("a reset tape is reused: values stay right and the arena stops growing",
+          "[core][tape][reset]") {
+  gs::Tape<double> tape;
+  auto W = gs::Tensor<double>::parameter(M{{1, 2}, {3, 4}});
+  std::size_t capacity_after_first = 0;
+  for (int step = 0; step < 5; ++step) {
+    tape.reset();
+    CHECK(tape.size() == 0);
+    CHECK(tape.arena_used() == 0);
+    const double s = step + 1;
+    const auto x = tape.variable(M{{s, -s}});
+    const auto y = gs::sum(gs::matmul(x, W));  // [s, -s] W = [-2s, -2s]
+    CHECK(y.item() == -4 * s);
+    W.zero_grad();
+    tape.backward(y);
+    CHECK(M(W.grad()) == M{{s, s}, {-s, -s}});
+    CHECK(M(x.grad()) == M{{3, 7}});
+    if (step == 0)
+      capacity_after_first = tape.arena_capacity();
+    else
+      CHECK(tape.arena_capacity() == capacity_after_first);
+  }
+  CHECK(capacity_after_first > 0);
+}
+
+TEST_CASE("tensors from before a reset throw UsageError", "[core][tape][reset][errors]") {
+  gs::Tape<double> tape;
+  auto x = tape.variable(M{{1, 2}});
+  auto y = gs::exp(x);
+  auto loss = gs::sum(y);
+  const auto generation = tape.generation();
+  tape.reset();
+  CHECK(tape.generation() != generation);
+  CHECK_THROWS_AS(x.value(), gs::UsageError);
+  CHECK_THROWS_WITH(y.value(), Contains("reset"));
+  CHECK_THROWS_AS(y.shape(), gs::UsageError);
+  CHECK_THROWS_AS(x.grad(), gs::UsageError);
+  CHECK_THROWS_AS(gs::add(x, x), gs::UsageError);
+  CHECK_THROWS_AS(tape.backward(loss), gs::UsageError);
+  CHECK_THROWS_AS(y.register_hook([](const auto&) {}), gs::UsageError);
+  CHECK_THROWS_AS(y.retain_grad(), gs::UsageError);
+  // Recording again after the reset works, and the new node may reuse the old index.
+  const auto x2 = tape.variable(M{{3}});
+  CHECK(x2.item() == 3);
+  CHECK_THROWS_AS(x.item(), gs::UsageError);
+}
+
+TEST_CASE("tensors of a tape destroyed and rebuilt in place throw UsageError",
+          "[core][tape][errors]") {
+  std::optional<gs::Tape<double>> tape;
+  tape.emplace();
+  const auto x = tape->variable(M{{1}});
+  CHECK(x.item() == 1);
+  const auto generation = tape->generation();
+  tape.reset();
+  tape.emplace();  // a new tape at the same address: the generation tells them apart
+  CHECK(tape->generation() != generation);
+  CHECK_THROWS_AS(x.item(), gs::UsageError);
+  CHECK_THROWS_AS(gs::add(tape->variable(M{{1}}), x), gs::UsageError);
+}
+
+TEST_CASE("parameter gradients accumulate over backward calls until zero_grad",
+          "[core][tape][parameter]") {
+  auto w = gs::Tensor<double>::parameter(M{{1, -2, 3}});
+  const M x{{0.5, 0.25, 2}};
+  auto step = [&] {
+    gs::Tape<double> tape;
+    tape.backward(gs::sum(gs::mul(w, gs::Tensor<double>(x))));
+  };
+  step();
+  CHECK(M(w.grad()) == x);
+  step();
+  CHECK(M(w.grad()) == 2 * x);
+
+  // Two backward calls on one tape accumulate too.
+  {
+    gs::Tape<double> tape;
+    const auto loss = gs::sum(gs::square(w));
+    tape.backward(loss);
+    tape.backward(loss);
+  }
+  CHECK(M(w.grad()) == (2 * x + 4 * M{{1, -2, 3}}));
+
+  w.zero_grad();
+  CHECK(w.grad().isZero());
+  step();
+  CHECK(M(w.grad()) == x);
+}
+
+TEST_CASE("a parameter used twice in one graph gets one leaf and the summed gradient",
+          "[core][tape][parameter]") {
+  auto w = gs::Tensor<double>::parameter(M{{2}});
+  gs::Tape<double> tape;
+  const auto y = gs::add(gs::mul(w, w), gs::scale(w, 3));  // w^2 + 3 w
+  CHECK(tape.size() == 4);                                 // leaf, mul, scale, add
+  tape.backward(y);
+  CHECK(w.grad()(0, 0) == 7);
+}
+
+TEST_CASE("NoGrad: nothing is recorded and no gradient flows", "[core][tape][nograd]") {
+  auto w = gs::Tensor<double>::parameter(M{{1, 2}});
+  gs::Tape<double> tape;
+  const auto x = tape.variable(M{{3, 4}});
+  CHECK(gs::grad_enabled());
+  gs::Tensor<double> detached_w, detached_x;
+  {
+    gs::NoGrad no_grad;
+    CHECK_FALSE(gs::grad_enabled());
+    detached_w = gs::mul(w, w);
+    detached_x = gs::mul(x, x);
+    {
+      gs::NoGrad nested;
+      CHECK_FALSE(gs::grad_enabled());
+    }
+    CHECK_FALSE(gs::grad_enabled());
+  }
+  CHECK(gs::grad_enabled());
+
+  // On a parameter with no tape input: an eager constant.
+  CHECK(detached_w.is_persistent());
+  CHECK_FALSE(detached_w.requires_grad());
+  CHECK(detached_w.to_matrix() == M{{1, 4}});
+  CHECK_THROWS_WITH(tape.backward(gs::sum(detached_w)), Contains("not recorded on a tape"));
+  // On a tape variable: a tape node without gradient.
+  CHECK_FALSE(detached_x.requires_grad());
+  CHECK_THROWS_AS(tape.backward(gs::sum(detached_x)), gs::UsageError);
+  CHECK_THROWS_WITH(tape.backward(gs::sum(detached_x)), Contains("does not depend"));
+
+  // Mixed: the NoGrad'd path contributes no gradient.
+  const auto loss = gs::sum(gs::add(gs::mul(w, detached_w), gs::mul(x, detached_x)));
+  tape.backward(loss);
+  CHECK(M(w.grad()) == M{{1, 4}});   // d(w * c)/dw = c, not 3 w^2
+  CHECK(M(x.grad()) == M{{9, 16}});  // d(x * c)/dx = c, not 3 x^2
+}
+
+TEST_CASE("retain_grad keeps the gradient of an intermediate", "[core][tape][retain]") {
+  gs::Tape<double> tape;
+  const auto x = tape.variable(M{{1, 2}, {3, 4}});
+  auto h = gs::scale(x, 3);
+  auto kept = gs::square(h);
+  const auto handle = kept.retain_grad();
+  CHECK(handle.active());
+  tape.backward(gs::sum(kept));
+  CHECK_THROWS_AS(h.grad(), gs::UsageError);
+  CHECK_THROWS_WITH(h.grad(), Contains("retain_grad") && Contains("scale"));
+  CHECK((kept.grad().array() == 1).all());
+  CHECK(M(x.grad()) == (18 * M{{1, 2}, {3, 4}}));
+
+  // Removing the handle before backward forgets it again.
+  gs::Tape<double> tape2;
+  const auto x2 = tape2.variable(M{{1}});
+  auto h2 = gs::exp(x2);
+  auto handle2 = h2.retain_grad();
+  handle2.remove();
+  CHECK_FALSE(handle2.active());
+  tape2.backward(gs::sum(h2));
+  CHECK_THROWS_AS(h2.grad(), gs::UsageError);
+}
+
+TEST_CASE("retain_grad on a parameter is a no-op handle", "[core][tape][retain]") {
+  auto w = gs::Tensor<double>::parameter(M{{1}});
+  auto handle = w.retain_grad();
+  CHECK(handle.active());
+  handle.remove();
+  CHECK(w.grad().isZero());
+}
+
+TEST_CASE("grad() of a tensor that needs no gradient throws", "[core][tape][errors]") {
+  gs::Tape<double> tape;
+  const auto c = tape.constant(M{{1, 2}});
+  CHECK_FALSE(c.requires_grad());
+  CHECK_THROWS_AS(c.grad(), gs::UsageError);
+  CHECK_THROWS_AS(gs::Tensor<double>::zeros(1, 1).grad(), gs::UsageError);
+}
+
+TEST_CASE("a variable the loss does not reach has a zero gradient", "[core][tape]") {
+  gs::Tape<double> tape;
+  const auto used = tape.variable(M{{2}});
+  const auto unused = tape.variable(M{{5, 6}});
+  tape.backward(gs::square(used));
+  CHECK(used.grad()(0, 0) == 4);
+  CHECK(unused.grad().isZero());
+}
+
+TEST_CASE("backward(y, seed) back-propagates a non-scalar output", "[core][tape][seed]") {
+  gs::Tape<double> tape;
+  const M v{{1, 2, 3}, {4, 5, 6}};
+  const auto x = tape.variable(v);
+  const auto y = gs::square(x);
+  const M seed{{1, 0, -1}, {0.5, 2, 0}};
+  tape.backward(y, seed);
+  CHECK(M(x.grad()) == (2 * v.array() * seed.array()).matrix());
+
+  // backward(y) without a seed needs a scalar.
+  CHECK_THROWS_AS(tape.backward(y), gs::UsageError);
+  CHECK_THROWS_WITH(tape.backward(y), Contains("[2, 3]") && Contains("seed"));
+  // The seed must have y's shape.
+  CHECK_THROWS_AS(tape.backward(y, M::Ones(3, 2)), gs::ShapeError);
+  CHECK_THROWS_WITH(tape.backward(y, M::Ones(3, 2)), Contains("[3, 2]") && Contains("[2, 3]"));
+}
+
+TEST_CASE("backward(y, seed) reads a strided seed by its coefficients", "[core][tape][seed]") {
+  gs::Tape<double> tape;
+  const auto x = tape.variable(M{{1, 1}, {1, 1}});
+  const auto y = gs::scale(x, 1.0);
+  const M big{{1, 2, 3}, {4, 5, 6}};
+  tape.backward(y, big.leftCols(2));  // a view with an outer stride of 3
+  CHECK(M(x.grad()) == M{{1, 2}, {4, 5}});
+}
+
+TEST_CASE("backward on a loss computed without a tape throws a clear UsageError",
+          "[core][tape][errors]") {
+  auto w = gs::Tensor<double>::parameter(M{{1, 2}});
+  REQUIRE(gs::Tape<double>::current() == nullptr);
+  const auto loss = gs::sum(gs::square(w));  // no tape alive: evaluated eagerly
+  CHECK(loss.is_persistent());
+  gs::Tape<double> tape;
+  CHECK_THROWS_AS(tape.backward(loss), gs::UsageError);
+  CHECK_THROWS_WITH(tape.backward(loss),
+                    Contains("not recorded on a tape") && Contains("no gradscope::Tape was alive"));
+  CHECK(w.grad().isZero());
+  const gs::Tensor<double> undefined;
+  CHECK_THROWS_WITH(tape.backward(undefined), Contains("undefined"));
+}
+
+TEST_CASE("tensors of different tapes cannot be mixed", "[core][tape][errors]") {
+  gs::Tape<double> a;
+  const auto xa = a.variable(M{{1}});
+  gs::Tape<double> b;
+  const auto xb = b.variable(M{{2}});
+  CHECK_THROWS_AS(gs::add(xa, xb), gs::UsageError);
+  CHECK_THROWS_WITH(gs::mul(xa, xb), Contains("different tapes") && Contains("mul"));
+  const auto yb = gs::square(xb);
+  CHECK_THROWS_WITH(a.backward(yb), Contains("not recorded on this tape"));
+  CHECK_NOTHROW(b.backward(yb));
+  CHECK(xb.grad()(0, 0) == 4);
+}
+
+TEST_CASE("the current tape is the innermost live one", "[core][tape]") {
+  CHECK(gs::Tape<double>::current() == nullptr);
+  {
+    gs::Tape<double> outer;
+    CHECK(gs::Tape<double>::current() == &outer);
+    CHECK(gs::Tape<float>::current() == nullptr);  // one current tape per scalar type
+    auto w = gs::Tensor<double>::parameter(M{{1}});
+    {
+      gs::Tape<double> inner;
+      CHECK(gs::Tape<double>::current() == &inner);
+      const auto y = gs::exp(w);
+      CHECK(y.tape() == &inner);
+    }
+    CHECK(gs::Tape<double>::current() == &outer);
+    CHECK(gs::exp(w).tape() == &outer);
+  }
+  CHECK(gs::Tape<double>::current() == nullptr);
+}
+
+TEST_CASE("tapes destroyed out of order leave no dangling current tape", "[core][tape]") {
+  auto first = std::make_unique<gs::Tape<double>>();
+  auto second = std::make_unique<gs::Tape<double>>();
+  CHECK(gs::Tape<double>::current() == second.get());
+  first.reset();  // not the current tape
+  CHECK(gs::Tape<double>::current() == second.get());
+  second.reset();
+  CHECK(gs::Tape<double>::current() == nullptr);
+
+  auto a = std::make_unique<gs::Tape<double>>();
+  auto b = std::make_unique<gs::Tape<double>>();
+  auto c = std::make_unique<gs::Tape<double>>();
+  b.reset();  // from the middle
+  CHECK(gs::Tape<double>::current() == c.get());
+  c.reset();
+  CHECK(gs::Tape<double>::current() == a.get());
+  a.reset();
+  CHECK(gs::Tape<double>::current() == nullptr);
+}
+
+TEST_CASE("the listing names every node, its inputs and its label", "[core][tape]") {
+  gs::Tape<double> tape;
+  const auto x = tape.variable(M{{1, 2}});
+  gs::Tensor<double> y;
+  {
+    gs::LabelScope label("block.0");
+    y = gs::relu(x);
+  }
+  const std::string listing = tape.listing();
+  CHECK_THAT(listing, Contains("0 variable [1, 2]"));
+  CHECK_THAT(listing, Contains("1 relu [1, 2] <- 0  @block.0"));
+}
+
+TEST_CASE("gradients of a variable come from the last backward call", "[core][tape]") {
+  gs::Tape<double> tape;
+  const auto x = tape.variable(M{{3}});
+  const auto first = gs::square(x);  // d/dx = 6
+  const auto x2 = tape.variable(M{{5}});
+  const auto second = gs::square(x2);  // d/dx2 = 10
+  tape.backward(second);
+  CHECK(x2.grad()(0, 0) == 10);
+  tape.backward(first);
+  CHECK(x.grad()(0, 0) == 6);
+  CHECK(x2.grad()(0, 0) == 0);  // the last loss does not depend on x2
+}
