@@ -1,0 +1,169 @@
+#pragma once
+/// Weight initialisers: zeros, constant, normal, uniform, Xavier/Glorot, He/Kaiming, LeCun and
+/// Nielsen's. Weights are [fan_out, fan_in] (PyTorch's layout for dense layers).
+
+#include <cmath>
+#include <string>
+
+#include "../core/error.hpp"
+#include "../core/rng.hpp"
+#include "../core/types.hpp"
+
+namespace gradscope::init {
+
+/// The activation that follows a layer, for the gain of variance-preserving initialisation.
+enum class Activation { linear, sigmoid, tanh, relu, leaky_relu, elu };
+
+/// The gain that keeps activations' variance through a layer followed by `a` (PyTorch's
+/// calculate_gain): linear and sigmoid 1, tanh 5/3, ReLU sqrt(2), LeakyReLU sqrt(2 / (1 + s^2)).
+/// ELU has no standard gain; we use 1, the linear gain.
+inline double gain(Activation a, double negative_slope = 0.01) {
+  switch (a) {
+    case Activation::tanh: return 5.0 / 3.0;
+    case Activation::relu: return std::sqrt(2.0);
+    case Activation::leaky_relu: return std::sqrt(2.0 / (1.0 + negative_slope * negative_slope));
+    default: return 1.0;
+  }
+}
+
+/// A weight (and bias) initialisation scheme. Draws go through a gradscope::Rng.
+struct Initializer {
+  enum class Kind {
+    zeros, constant, normal, uniform, xavier_uniform, xavier_normal, he_uniform, he_normal,
+    lecun_normal, nielsen
+  };
+  Kind kind = Kind::xavier_uniform;
+  double a = 0;  ///< constant value, normal std, or uniform lower bound
+  double b = 0;  ///< uniform upper bound
+  double gain = 1;
+
+  /// The scheme's name with its parameters, e.g. "he_normal(gain=1.414)".
+  std::string name() const {
+    const char* n[] = {"zeros", "constant", "normal", "uniform", "xavier_uniform",
+                       "xavier_normal", "he_uniform", "he_normal", "lecun_normal", "nielsen"};
+    std::string s = n[static_cast<int>(kind)];
+    switch (kind) {
+      case Kind::constant: return s + "(" + std::to_string(a) + ")";
+      case Kind::normal: return s + "(std=" + std::to_string(a) + ")";
+      case Kind::uniform: return s + "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+      case Kind::xavier_uniform:
+      case Kind::xavier_normal:
+      case Kind::he_uniform:
+      case Kind::he_normal: return s + "(gain=" + std::to_string(gain) + ")";
+      default: return s;
+    }
+  }
+
+  /// The standard deviation a weight of a layer with these fans is drawn with.
+  double weight_std(Index fan_in, Index fan_out) const {
+    const double fi = static_cast<double>(fan_in), fo = static_cast<double>(fan_out);
+    switch (kind) {
+      case Kind::zeros:
+      case Kind::constant: return 0;
+      case Kind::normal: return a;
+      case Kind::uniform: return (b - a) / std::sqrt(12.0);
+      case Kind::xavier_uniform:
+      case Kind::xavier_normal: return gain * std::sqrt(2.0 / (fi + fo));
+      case Kind::he_uniform:
+      case Kind::he_normal: return gain / std::sqrt(fi);
+      case Kind::lecun_normal:
+      case Kind::nielsen: return 1.0 / std::sqrt(fi);
+    }
+    return 0;
+  }
+
+  /// Fills a weight matrix [fan_out, fan_in].
+  template <class Derived>
+  void weight(Eigen::MatrixBase<Derived>& W, Rng& rng) const {
+    const Index fan_out = W.rows(), fan_in = W.cols();
+    if (fan_in <= 0 || fan_out <= 0)
+      throw ValueError("init: a weight needs positive fan-in and fan-out");
+    const double sd = weight_std(fan_in, fan_out);
+    switch (kind) {
+      case Kind::zeros: W.setZero(); return;
+      case Kind::constant: W.setConstant(static_cast<typename Derived::Scalar>(a)); return;
+      case Kind::uniform: fill_uniform(W, a, b, rng); return;
+      case Kind::xavier_uniform:
+      case Kind::he_uniform: fill_uniform(W, -std::sqrt(3.0) * sd, std::sqrt(3.0) * sd, rng); return;
+      default: fill_normal(W, sd, rng); return;
+    }
+  }
+
+  /// Fills a bias vector: N(0, 1) for Nielsen's scheme, the same distribution as the weights
+  /// for zeros/constant/normal/uniform, zeros for the fan-based schemes.
+  template <class Derived>
+  void bias(Eigen::MatrixBase<Derived>& v, Rng& rng) const {
+    switch (kind) {
+      case Kind::nielsen: fill_normal(v, 1.0, rng); return;
+      case Kind::constant: v.setConstant(static_cast<typename Derived::Scalar>(a)); return;
+      case Kind::normal: fill_normal(v, a, rng); return;
+      case Kind::uniform: fill_uniform(v, a, b, rng); return;
+      default: v.setZero(); return;
+    }
+  }
+
+ private:
+  template <class Derived>
+  static void fill_normal(Eigen::MatrixBase<Derived>& m, double sd, Rng& rng) {
+    using S = typename Derived::Scalar;
+    for (Index i = 0; i < m.rows(); ++i)
+      for (Index j = 0; j < m.cols(); ++j) m(i, j) = static_cast<S>(rng.normal(0.0, sd));
+  }
+  template <class Derived>
+  static void fill_uniform(Eigen::MatrixBase<Derived>& m, double lo, double hi, Rng& rng) {
+    using S = typename Derived::Scalar;
+    for (Index i = 0; i < m.rows(); ++i)
+      for (Index j = 0; j < m.cols(); ++j) m(i, j) = static_cast<S>(rng.uniform(lo, hi));
+  }
+};
+
+/// All zeros.
+inline const Initializer zeros{Initializer::Kind::zeros};
+/// Every weight (and bias) equal to v.
+inline Initializer constant(double v) { return {Initializer::Kind::constant, v}; }
+/// N(0, std^2) for weights and biases.
+inline Initializer normal(double stddev) {
+  if (!(stddev >= 0)) throw ValueError("init::normal: std must be >= 0");
+  return {Initializer::Kind::normal, stddev};
+}
+/// U(a, b) for weights and biases.
+inline Initializer uniform(double a, double b) {
+  if (!(a <= b)) throw ValueError("init::uniform: needs a <= b");
+  return {Initializer::Kind::uniform, a, b};
+}
+/// Glorot and Bengio 2010: U(-g sqrt(6 / (fan_in + fan_out)), +...), zero biases.
+inline Initializer xavier_uniform_with(double g) { return {Initializer::Kind::xavier_uniform, 0, 0, g}; }
+/// Glorot and Bengio 2010: N(0, g^2 2 / (fan_in + fan_out)), zero biases.
+inline Initializer xavier_normal_with(double g) { return {Initializer::Kind::xavier_normal, 0, 0, g}; }
+/// He et al. 2015: U(-g sqrt(3 / fan_in), +...), zero biases.
+inline Initializer he_uniform_with(double g) { return {Initializer::Kind::he_uniform, 0, 0, g}; }
+/// He et al. 2015: N(0, g^2 / fan_in), zero biases.
+inline Initializer he_normal_with(double g) { return {Initializer::Kind::he_normal, 0, 0, g}; }
+
+inline const Initializer xavier_uniform = xavier_uniform_with(1.0);
+inline const Initializer xavier_normal = xavier_normal_with(1.0);
+/// He initialisation for a following ReLU (gain sqrt(2)).
+inline const Initializer he_uniform = he_uniform_with(gain(Activation::relu));
+inline const Initializer he_normal = he_normal_with(gain(Activation::relu));
+/// LeCun: N(0, 1 / fan_in), zero biases.
+inline const Initializer lecun_normal{Initializer::Kind::lecun_normal};
+/// Nielsen's network2.py: weights N(0, 1 / fan_in) (std 1 / sqrt(fan_in)), biases N(0, 1). The
+/// initialisation behind the classic per-layer gradient table of a deep sigmoid network.
+inline const Initializer nielsen{Initializer::Kind::nielsen};
+
+/// Looks an initialiser up by name (for command lines): zeros, xavier_uniform, xavier_normal,
+/// he_uniform, he_normal, lecun_normal, nielsen. Throws ValueError naming the known names.
+inline Initializer by_name(const std::string& n) {
+  if (n == "zeros") return zeros;
+  if (n == "xavier_uniform" || n == "xavier" || n == "glorot") return xavier_uniform;
+  if (n == "xavier_normal") return xavier_normal;
+  if (n == "he_uniform") return he_uniform;
+  if (n == "he_normal" || n == "he" || n == "kaiming") return he_normal;
+  if (n == "lecun_normal" || n == "lecun") return lecun_normal;
+  if (n == "nielsen") return nielsen;
+  throw ValueError("init: unknown initialiser '" + n +
+                   "' (known: zeros, xavier_uniform, xavier_normal, he_uniform, he_normal, "
+                   "lecun_normal, nielsen)");
+}
+
+}  // namespace gradscope::init
