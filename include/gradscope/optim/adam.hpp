@@ -1,0 +1,98 @@
+#pragma once
+/// Adam and AdamW.
+
+#include <cmath>
+
+#include "optimizer.hpp"
+
+namespace gradscope::optim {
+
+/// Options of Adam and AdamW (PyTorch's defaults; AdamW's weight_decay default is 0.01).
+template <Scalar T>
+struct AdamOptions {
+  T lr = T(1e-3);
+  T beta1 = T(0.9);
+  T beta2 = T(0.999);
+  T eps = T(1e-8);
+  T weight_decay = 0;  ///< Adam: coupled L2 on the gradient; AdamW: decoupled, p -= lr wd p
+  T l1 = 0;            ///< adds l1 * sign(p) to the gradient
+  NonFinite non_finite = NonFinite::error;
+};
+
+/// PyTorch's Adam (decoupled = false) and AdamW (decoupled = true):
+/// m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, p -= lr m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps).
+template <Scalar T>
+class Adam : public Optimizer<T> {
+ public:
+  Adam(std::vector<Tensor<T>> params, AdamOptions<T> opt = {})
+      : Adam(std::vector<ParamGroup<T>>{{std::move(params), {}, {}}}, opt) {}
+  Adam(std::vector<ParamGroup<T>> groups, AdamOptions<T> opt, bool decoupled = false)
+      : Optimizer<T>(std::move(groups)), o_(opt), decoupled_(decoupled) {
+    if (!(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1))
+      throw ValueError("Adam: betas must be in [0, 1)");
+    if (!(opt.eps >= 0) || opt.weight_decay < 0 || opt.l1 < 0)
+      throw ValueError("Adam: eps, weight_decay and l1 must be >= 0");
+    this->set_lr(opt.lr);
+    this->set_non_finite_policy(opt.non_finite);
+    for (auto& p : this->parameters()) {
+      m_.push_back(this->zeros_like(p));
+      v_.push_back(this->zeros_like(p));
+    }
+  }
+  std::string kind() const override { return decoupled_ ? "AdamW" : "Adam"; }
+  const AdamOptions<T>& options() const noexcept { return o_; }
+
+ protected:
+  void apply() override {
+    const T t = static_cast<T>(this->steps());
+    const T c1 = T(1) - std::pow(o_.beta1, t);
+    const T c2 = T(1) - std::pow(o_.beta2, t);
+    std::size_t i = 0;
+    for (auto& group : this->groups_) {
+      const T lr = this->group_lr(group);
+      for (auto& p : group.params) {
+        const bool reg = this->regularized(group, p);
+        auto w = p.mutable_value();
+        auto g = this->work(p, 0);
+        g = p.grad();
+        if (decoupled_) {
+          if (reg && o_.weight_decay != 0) w *= T(1) - lr * o_.weight_decay;
+          this->regularize(g, p.value(), reg, T(0), o_.l1);
+        } else {
+          this->regularize(g, p.value(), reg, o_.weight_decay, o_.l1);
+        }
+        auto m = m_[i].mutable_value();
+        auto v = v_[i].mutable_value();
+        m = o_.beta1 * m + (T(1) - o_.beta1) * g;
+        v.array() = o_.beta2 * v.array() + (T(1) - o_.beta2) * g.array().square();
+        w.array() -= (lr / c1) * m.array() / ((v.array() / c2).sqrt() + o_.eps);
+        ++i;
+      }
+    }
+  }
+  std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) override {
+    return {{"exp_avg", m_[i]}, {"exp_avg_sq", v_[i]}};
+  }
+
+ private:
+  AdamOptions<T> o_;
+  bool decoupled_;
+  std::vector<Tensor<T>> m_, v_;
+};
+
+/// Adam with decoupled weight decay (Loshchilov and Hutter): p -= lr wd p before the Adam step.
+template <Scalar T>
+class AdamW : public Adam<T> {
+ public:
+  AdamW(std::vector<Tensor<T>> params, AdamOptions<T> opt = with_default_decay())
+      : Adam<T>(std::vector<ParamGroup<T>>{{std::move(params), {}, {}}}, opt, true) {}
+  AdamW(std::vector<ParamGroup<T>> groups, AdamOptions<T> opt) : Adam<T>(std::move(groups), opt, true) {}
+  /// AdamOptions with PyTorch's AdamW default weight_decay = 0.01.
+  static AdamOptions<T> with_default_decay() {
+    AdamOptions<T> o;
+    o.weight_decay = T(0.01);
+    return o;
+  }
+};
+
+}  // namespace gradscope::optim
