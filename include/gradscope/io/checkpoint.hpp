@@ -1,0 +1,234 @@
+#pragma once
+/// Checkpoints: a model's parameters and buffers, an optimiser's state and string metadata in
+/// one safetensors file, written crash-safely and loaded all-or-nothing.
+///
+/// Tensor names: the model's named_parameters() and named_buffers() as they are ("0.weight",
+/// "1.running_mean"), and the optimiser's named_state() under "optim." ("optim.step",
+/// "optim.0.weight.exp_avg"). A checkpoint of a float model stores F32, of a double model F64.
+/// Reserved metadata: "gradscope.format", "gradscope.checksum" and "gradscope.optimizer" (the
+/// optimiser's kind, for information).
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "../nn/module.hpp"
+#include "../optim/optimizer.hpp"
+#include "safetensors.hpp"
+
+namespace gradscope::io {
+
+/// The prefix of the optimiser's state in a checkpoint: "optim.step", "optim.0.weight.exp_avg".
+inline constexpr std::string_view optimizer_prefix = "optim.";
+
+/// Options of load_checkpoint and load_safetensors.
+struct LoadOptions {
+  /// Tensors in the file that nothing is loaded into are an error (true) or ignored (false).
+  /// Optimiser state ("optim." tensors) is always ignored when no optimiser is passed.
+  bool strict = true;
+  /// Verify "gradscope.checksum" when the file has one.
+  bool verify_checksum = true;
+};
+
+namespace detail {
+
+template <Scalar T>
+std::vector<std::uint64_t> dims_of(const Tensor<T>& t) {
+  const Shape s = t.shape();
+  std::vector<std::uint64_t> d;
+  if (s.rank >= 2) d.push_back(static_cast<std::uint64_t>(s.rows));
+  if (s.rank >= 1) d.push_back(static_cast<std::uint64_t>(s.cols));
+  return d;
+}
+
+/// Decodes every target's tensor from `file` after checking names, dtypes and shapes; changes
+/// nothing. targets[0, owned_by_model) belong to the model, the rest to the optimiser (for the
+/// messages). Extra tensors starting with `ignore_prefix` (when not empty) are never an error.
+template <Scalar T>
+std::vector<Matrix<T>> stage(const SafetensorsFile& file,
+                             const std::vector<NamedTensor<T>>& targets, std::size_t owned_by_model,
+                             bool strict, std::string_view ignore_prefix) {
+  const std::string& src = file.source();
+  std::set<std::string> wanted;
+  for (const auto& t : targets) {
+    if (!wanted.insert(t.name).second)
+      throw UsageError(cat("load: two tensors to load are named ", quote_name(t.name)));
+    if (!t.tensor.is_persistent())
+      throw UsageError(cat("load: tensor ", quote_name(t.name), " is not persistent storage"));
+  }
+  std::vector<Matrix<T>> staged(targets.size());
+  std::vector<std::string> missing;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const auto& target = targets[i];
+    const char* owner = i < owned_by_model ? "model" : "optimizer";
+    const TensorEntry* e = file.find(target.name);
+    if (!e) {
+      missing.push_back(target.name);
+      continue;
+    }
+    if (e->dtype != dtype_of<T>())
+      throw DataError(cat(src, ": tensor ", quote_name(target.name), ": file has dtype ", e->dtype,
+                          ", ", owner, " has ", dtype_of<T>()));
+    const auto want = dims_of(target.tensor);
+    if (e->shape != want) {
+      TensorEntry w;
+      w.shape = want;
+      throw ShapeError(cat(src, ": tensor ", quote_name(target.name), ": file has shape ",
+                           e->shape_str(), ", ", owner, " has ", w.shape_str()));
+    }
+    staged[i].resize(target.tensor.rows(), target.tensor.cols());
+    file.read_into(*e, staged[i].data());
+  }
+  if (!missing.empty()) {
+    bool optimizer_only = true;
+    for (const auto& m : missing) optimizer_only &= m.starts_with(optimizer_prefix);
+    bool file_has_optimizer = false;
+    for (const auto& e : file.tensors()) file_has_optimizer |= e.name.starts_with(optimizer_prefix);
+    throw DataError(cat(src, ": missing ", missing.size(), " tensor",
+                        missing.size() == 1 ? "" : "s", " to load: ", name_list(missing),
+                        optimizer_only && !file_has_optimizer
+                            ? " (the checkpoint holds no optimizer state; load it without one)"
+                            : ""));
+  }
+  if (strict) {
+    std::vector<std::string> extra;
+    for (const auto& e : file.tensors())
+      if (!wanted.contains(e.name) && (ignore_prefix.empty() || !e.name.starts_with(ignore_prefix)))
+        extra.push_back(e.name);
+    if (!extra.empty())
+      throw DataError(cat(src, ": ", extra.size(), " tensor", extra.size() == 1 ? "" : "s",
+                          " in the file ", extra.size() == 1 ? "has" : "have",
+                          " nothing to load into: ", name_list(extra),
+                          " (LoadOptions::strict = false ignores them)"));
+  }
+  return staged;
+}
+
+/// Writes staged values into the targets. Cannot fail: shapes were checked by stage().
+template <Scalar T>
+void commit(const std::vector<NamedTensor<T>>& targets, const std::vector<Matrix<T>>& staged) {
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    Tensor<T> t = targets[i].tensor;
+    t.mutable_value() = staged[i];
+  }
+}
+
+inline void check_user_metadata(const Metadata& metadata, const char* fn) {
+  for (const auto& [key, value] : metadata)
+    if (key.starts_with(reserved_prefix))
+      throw UsageError(
+          cat(fn, ": metadata key ", quote_name(key), " uses the reserved prefix 'gradscope.'"));
+}
+
+}  // namespace detail
+
+/// What a checkpoint stores, in file order: the model's parameters, its buffers, then (when an
+/// optimiser is given) its named_state() under "optim.". The tensors share the model's storage.
+template <Scalar T>
+std::vector<NamedTensor<T>> checkpoint_tensors(
+    const nn::Module<T>& model, std::type_identity_t<optim::Optimizer<T>>* optimizer = nullptr) {
+  std::vector<NamedTensor<T>> out = model.named_parameters();
+  for (auto& b : model.named_buffers()) out.push_back(std::move(b));
+  if (optimizer)
+    for (auto& s : optimizer->named_state())
+      out.push_back({std::string(optimizer_prefix) + s.name, std::move(s.tensor)});
+  return out;
+}
+
+namespace detail {
+template <Scalar T>
+Plan plan_checkpoint(const nn::Module<T>& model, optim::Optimizer<T>* optimizer,
+                     const Metadata& metadata) {
+  Metadata meta = metadata;
+  if (optimizer) meta["gradscope.optimizer"] = optimizer->kind();
+  return plan_tensors(checkpoint_tensors(model, optimizer), std::move(meta));
+}
+}  // namespace detail
+
+/// Saves `model` (parameters and buffers), the state of `optimizer` (optional) and `metadata`
+/// (string keys, not starting with "gradscope.") to `path` as safetensors. The file is written
+/// to a temporary file in the same directory, fsynced and renamed over `path`: a crash never
+/// leaves a partial checkpoint. DataError on I/O failure, with `path` unchanged. The optimiser
+/// is non-const because reading its state (named_state()) is.
+template <Scalar T>
+void save_checkpoint(const std::filesystem::path& path, const nn::Module<T>& model,
+                     std::type_identity_t<optim::Optimizer<T>>* optimizer = nullptr,
+                     const Metadata& metadata = {}, const SaveOptions& options = {}) {
+  detail::check_user_metadata(metadata, "save_checkpoint");
+  detail::write_atomically(path, detail::plan_checkpoint(model, optimizer, metadata), options);
+}
+
+/// The bytes save_checkpoint would write (for tests, fuzzing and in-memory transfer).
+template <Scalar T>
+std::vector<std::byte> encode_checkpoint(
+    const nn::Module<T>& model, std::type_identity_t<optim::Optimizer<T>>* optimizer = nullptr,
+    const Metadata& metadata = {}) {
+  detail::check_user_metadata(metadata, "encode_checkpoint");
+  return detail::encode(detail::plan_checkpoint(model, optimizer, metadata));
+}
+
+/// Loads a checkpoint already read (read_safetensors / parse_safetensors) into `model` and,
+/// when given, `optimizer`. Every tensor's name, dtype and shape is checked first; on any error
+/// nothing is changed. Throws DataError for a missing tensor (all are listed), a dtype other than
+/// the model's, extra tensors (strict mode) and a bad "optim.step"; ShapeError for a shape
+/// mismatch ("tensor '3.weight': file has shape [256, 784], model has [128, 784]"). Returns the
+/// user metadata (the keys not starting with "gradscope.").
+template <Scalar T>
+Metadata load_checkpoint(const SafetensorsFile& file, nn::Module<T>& model,
+                         std::type_identity_t<optim::Optimizer<T>>* optimizer = nullptr,
+                         const LoadOptions& options = {}) {
+  const std::size_t model_count = model.named_parameters().size() + model.named_buffers().size();
+  const auto targets = checkpoint_tensors(model, optimizer);
+  const auto staged = detail::stage(file, targets, model_count, options.strict,
+                                    optimizer ? std::string_view() : optimizer_prefix);
+  if (optimizer) {
+    const std::string step_name = std::string(optimizer_prefix) + "step";
+    for (std::size_t i = model_count; i < targets.size(); ++i) {
+      if (targets[i].name != step_name) continue;
+      const double step = static_cast<double>(staged[i](0, 0));
+      if (!(std::isfinite(step) && step >= 0 && step <= 9.0e15 && std::floor(step) == step))
+        throw DataError(detail::cat(file.source(), ": tensor '", step_name, "' holds ", step,
+                                    ", not a step count (a non-negative integer)"));
+    }
+  }
+  detail::commit(targets, staged);
+  if (optimizer) optimizer->state_loaded();
+  Metadata user;
+  for (const auto& [key, value] : file.metadata())
+    if (!key.starts_with(reserved_prefix)) user.emplace(key, value);
+  return user;
+}
+
+/// Reads the checkpoint at `path` and loads it as load_checkpoint(const SafetensorsFile&, ...)
+/// does. DataError, naming the file and byte offset, when the file is unreadable, truncated or
+/// corrupted; the model and optimiser are then untouched.
+template <Scalar T>
+Metadata load_checkpoint(const std::filesystem::path& path, nn::Module<T>& model,
+                         std::type_identity_t<optim::Optimizer<T>>* optimizer = nullptr,
+                         const LoadOptions& options = {}) {
+  const SafetensorsFile file = read_safetensors(path, ReadOptions{options.verify_checksum});
+  return load_checkpoint(file, model, optimizer, options);
+}
+
+/// Loads tensors of `file` into `targets` by name, all or nothing, with the checks of
+/// load_checkpoint (every target must be in the file; extra file tensors are an error when
+/// strict).
+template <Scalar T>
+void load_safetensors(const SafetensorsFile& file, const std::vector<NamedTensor<T>>& targets,
+                      const LoadOptions& options = {}) {
+  const auto staged = detail::stage(file, targets, targets.size(), options.strict, {});
+  detail::commit(targets, staged);
+}
+
+/// Reads `path` and loads it into `targets` as load_safetensors(const SafetensorsFile&, ...).
+template <Scalar T>
+void load_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor<T>>& targets,
+                      const LoadOptions& options = {}) {
+  load_safetensors(read_safetensors(path, ReadOptions{options.verify_checksum}), targets, options);
+}
+
+}  // namespace gradscope::io
