@@ -1,0 +1,281 @@
+#pragma once
+/// GradientMonitor<T>: records per-layer gradient statistics of a module tree during training,
+/// through the public hooks of core (tensor gradient hooks) and nn (forward hooks).
+
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../core/core.hpp"
+#include "../nn/layers.hpp"
+#include "../nn/module.hpp"
+#include "history.hpp"
+#include "report.hpp"
+#include "verdict.hpp"
+
+namespace gradscope::diagnostics {
+
+/// Settings of a GradientMonitor.
+struct MonitorOptions {
+  int every = 1;                    ///< record every N-th step
+  std::size_t max_history = 2048;   ///< records kept; older ones are downsampled, never lost
+  bool track_updates = true;        ///< keep a copy of the weights for update-to-weight ratios
+  bool delta_norms = true;          ///< hook the layers' outputs for the per-sample delta norm
+  bool activation_stats = true;     ///< hook the activations for mean/std/saturation/dead units
+  bool detect_nan_origin = false;   ///< guard() runs the step in anomaly mode
+  Thresholds thresholds{};
+};
+
+/// Watches a model while it trains. Per training step:
+///
+///     tape.backward(loss);
+///     monitor.record_gradients(loss.item());   // before clipping and before zero_grad
+///     clip_grad_norm(...); opt.step();
+///     monitor.record_update();                 // after the optimiser step
+///
+/// It follows every module that owns parameters (dense layers form the gradient-flow chain;
+/// batch-norm layers are reported too) and the activation that follows each dense layer.
+template <Scalar T>
+class GradientMonitor {
+ public:
+  explicit GradientMonitor(nn::Module<T>& model, MonitorOptions opt = {})
+      : model_(model), opt_(opt), history_(opt.max_history) {
+    if (opt_.every < 1) throw ValueError("GradientMonitor: every must be >= 1");
+    discover(model_);
+    current_.resize(layers_.size());
+    attach();
+  }
+  ~GradientMonitor() {
+    for (auto& h : handles_) h.remove();
+  }
+  GradientMonitor(const GradientMonitor&) = delete;
+  GradientMonitor& operator=(const GradientMonitor&) = delete;
+
+  /// Reads every followed layer's gradients (call after backward, before clipping and
+  /// zero_grad) and closes the step. `loss` is stored with it when given.
+  void record_gradients(double loss = not_measured) {
+    const std::int64_t s = step_++;
+    pending_update_ = false;
+    if (!recording(s)) return;
+    StepRecord r;
+    r.step = s;
+    r.loss = loss;
+    r.layers.resize(layers_.size());
+    double total = 0;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      auto& st = r.layers[l];
+      st = current_[l];
+      current_[l] = LayerStats{};
+      auto& w = watched_[l];
+      const auto gw = w.weight.grad();
+      const double gw2 = static_cast<double>(gw.squaredNorm());
+      st.weight_grad_norm = std::sqrt(gw2);
+      st.grad_mean_abs = static_cast<double>(gw.cwiseAbs().sum()) / static_cast<double>(gw.size());
+      count_non_finite(gw, st);
+      total += gw2;
+      if (w.bias.defined()) {
+        const auto gb = w.bias.grad();
+        const double gb2 = static_cast<double>(gb.squaredNorm());
+        st.bias_grad_norm = std::sqrt(gb2);
+        count_non_finite(gb, st);
+        total += gb2;
+      }
+      st.weight_norm = static_cast<double>(w.weight.value().norm());
+      if (opt_.track_updates) w.snapshot = w.weight.value();
+    }
+    r.total_norm = std::sqrt(total);
+    history_.push(std::move(r));
+    pending_update_ = opt_.track_updates;
+  }
+
+  /// Reads the update-to-weight ratios (call after the optimiser step of a recorded step).
+  void record_update() {
+    if (!pending_update_ || history_.empty()) return;
+    pending_update_ = false;
+    auto& r = history_.back();
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      const auto& w = watched_[l];
+      const double before = static_cast<double>(w.snapshot.norm());
+      const double diff = static_cast<double>((w.weight.value() - w.snapshot).norm());
+      r.layers[l].update_ratio = before > 0 ? diff / before : not_measured;
+    }
+  }
+
+  /// Runs one training step `f`; with detect_nan_origin, in anomaly mode, recording where the
+  /// first NaN or Inf appeared (module, op, forward or backward) before rethrowing.
+  template <class F>
+  decltype(auto) guard(F&& f) {
+    if (!opt_.detect_nan_origin) return f();
+    DetectAnomaly anomaly;
+    try {
+      return f();
+    } catch (const NumericalError& e) {
+      note(e);
+      throw;
+    }
+  }
+  /// Records a NumericalError caught elsewhere as the NaN origin (the first one wins).
+  void note(const NumericalError& e) {
+    if (!nan_origin_) nan_origin_ = NanOrigin{step_, e.op(), e.phase(), e.label(), e.what()};
+  }
+  const std::optional<NanOrigin>& nan_origin() const noexcept { return nan_origin_; }
+
+  /// The verdicts on the latest recorded steps.
+  Diagnosis diagnose() const { return diagnostics::diagnose(layers_, history_, opt_.thresholds, nan_origin_); }
+  /// The console report: per-layer table with sparklines, the verdict and its hints.
+  std::string report() const { return format_report(layers_, history_, diagnose()); }
+  /// One CSV row per recorded step, layer and metric.
+  void write_csv(const std::string& path) const {
+    auto os = open(path);
+    diagnostics::write_csv(os, layers_, history_);
+  }
+  /// One JSON object per recorded step.
+  void write_jsonl(const std::string& path) const {
+    auto os = open(path);
+    diagnostics::write_jsonl(os, layers_, history_);
+  }
+  /// A self-contained SVG "gradient flow" chart.
+  void write_svg(const std::string& path, const SvgOptions& svg = {}) const {
+    auto os = open(path);
+    diagnostics::write_svg(os, layers_, history_, diagnose(), svg);
+  }
+
+  const std::vector<LayerInfo>& layers() const noexcept { return layers_; }
+  const History& history() const noexcept { return history_; }
+  /// Steps seen so far (recorded or not).
+  std::int64_t step() const noexcept { return step_; }
+  const MonitorOptions& options() const noexcept { return opt_; }
+
+ private:
+  struct Watched {
+    nn::Module<T>* module = nullptr;
+    Tensor<T> weight, bias;
+    Matrix<T> snapshot;
+    nn::Module<T>* activation = nullptr;
+    nn::ActivationKind act_kind = nn::ActivationKind::identity;
+  };
+
+  bool recording(std::int64_t s) const {
+    return s % (static_cast<std::int64_t>(opt_.every) * history_.stride()) == 0;
+  }
+
+  /// Finds the layers (modules with parameters) in forward order and the activation that
+  /// follows each dense layer.
+  void discover(nn::Module<T>& root) {
+    std::size_t pending = static_cast<std::size_t>(-1);
+    root.visit([&](nn::Module<T>& m) {
+      if (auto* a = dynamic_cast<nn::Activation<T>*>(&m)) {
+        if (pending < watched_.size() && !watched_[pending].activation) {
+          watched_[pending].activation = a;
+          watched_[pending].act_kind = a->activation();
+          layers_[pending].activation = a->kind();
+        }
+        return;
+      }
+      if (!m.children().empty()) return;
+      auto params = m.named_parameters();
+      if (params.empty()) return;
+      Watched w;
+      w.module = &m;
+      for (auto& p : params) {
+        if (p.name == "weight") w.weight = p.tensor;
+        if (p.name == "bias") w.bias = p.tensor;
+      }
+      if (!w.weight.defined()) w.weight = params.front().tensor;
+      if (opt_.track_updates) w.snapshot = w.weight.value();
+      LayerInfo info;
+      info.path = m.path().empty() ? "(root)" : m.path();
+      info.kind = m.describe();
+      info.shape = w.weight.shape().str();
+      info.in_flow = dynamic_cast<nn::Dense<T>*>(&m) != nullptr;
+      if (info.in_flow) pending = watched_.size();
+      watched_.push_back(std::move(w));
+      layers_.push_back(std::move(info));
+    });
+  }
+
+  void attach() {
+    for (std::size_t l = 0; l < watched_.size(); ++l) {
+      auto& w = watched_[l];
+      if (opt_.delta_norms && layers_[l].in_flow)
+        handles_.push_back(w.module->register_forward_hook(
+            [this, l](nn::Module<T>& m, const Tensor<T>&, const Tensor<T>& y) {
+              if (!m.is_training() || !recording(step_) || y.is_persistent() || !y.requires_grad())
+                return;
+              Tensor<T> out = y;
+              out.register_hook([this, l](const ConstMatrixMap<T>& g) {
+                auto& st = current_[l];
+                st.delta_norm = static_cast<double>(g.rowwise().norm().sum()) /
+                                static_cast<double>(std::max<Index>(1, g.rows()));
+                count_non_finite(g, st);
+              });
+            }));
+      if (opt_.activation_stats && w.activation)
+        handles_.push_back(w.activation->register_forward_hook(
+            [this, l](nn::Module<T>& m, const Tensor<T>&, const Tensor<T>& y) {
+              if (!m.is_training() || !recording(step_)) return;
+              activation_stats(l, y.value());
+            }));
+    }
+  }
+
+  void activation_stats(std::size_t l, const ConstMatrixMap<T>& y) {
+    auto& st = current_[l];
+    const double n = static_cast<double>(y.size());
+    const double mean = static_cast<double>(y.sum()) / n;
+    st.act_mean = mean;
+    st.act_std = std::sqrt(std::max(0.0, static_cast<double>(y.squaredNorm()) / n - mean * mean));
+    count_non_finite(y, st);
+    switch (watched_[l].act_kind) {
+      case nn::ActivationKind::sigmoid:  // sigmoid' = y (1 - y) <= 1/4; saturated below 1% of it
+        st.saturated_fraction =
+            static_cast<double>((y.array() * (T(1) - y.array()) < T(0.0025)).count()) / n;
+        break;
+      case nn::ActivationKind::tanh:  // tanh' = 1 - y^2 <= 1
+        st.saturated_fraction = static_cast<double>((T(1) - y.array().square() < T(0.01)).count()) / n;
+        break;
+      case nn::ActivationKind::relu: {  // a unit is dead when zero for every row of the batch
+        Index dead = 0;
+        for (Index j = 0; j < y.cols(); ++j) dead += (y.col(j).array() > T(0)).any() ? 0 : 1;
+        st.dead_fraction = static_cast<double>(dead) / static_cast<double>(y.cols());
+        break;
+      }
+      default: break;
+    }
+  }
+
+  template <class M>
+  static void count_non_finite(const M& m, LayerStats& st) {
+    if (m.allFinite()) return;
+    for (Index i = 0; i < m.rows(); ++i)
+      for (Index j = 0; j < m.cols(); ++j) {
+        const T v = m(i, j);
+        st.nan_count += std::isnan(v);
+        st.inf_count += std::isinf(v);
+      }
+  }
+
+  static std::ofstream open(const std::string& path) {
+    std::ofstream os(path);
+    if (!os) throw Error("[gradscope.io] cannot open '" + path + "' for writing");
+    return os;
+  }
+
+  nn::Module<T>& model_;
+  MonitorOptions opt_;
+  History history_;
+  std::vector<LayerInfo> layers_;
+  std::vector<Watched> watched_;
+  std::vector<LayerStats> current_;
+  std::vector<HookHandle> handles_;
+  std::optional<NanOrigin> nan_origin_;
+  std::int64_t step_ = 0;
+  bool pending_update_ = false;
+};
+
+}  // namespace gradscope::diagnostics

@@ -1,0 +1,346 @@
+#pragma once
+/// Reports of a gradient history, all from the same numbers: a console table with sparklines,
+/// CSV, JSON Lines and a self-contained SVG chart.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iomanip>
+#include <limits>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "history.hpp"
+#include "verdict.hpp"
+
+namespace gradscope::diagnostics {
+
+namespace detail {
+/// "1.23e-02", or "-" when not measured.
+inline std::string sci(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2e", v);
+  return buf;
+}
+/// Full precision for machine-readable outputs.
+inline std::string exact(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+inline std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+inline std::string json_number(double v) { return std::isfinite(v) ? exact(v) : "null"; }
+inline std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+inline std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+/// The metrics of LayerStats, by name, in a fixed order (CSV, JSON).
+struct Metric {
+  const char* name;
+  double (*get)(const LayerStats&);
+};
+inline const std::vector<Metric>& metrics() {
+  static const std::vector<Metric> m = {
+      {"weight_grad_norm", [](const LayerStats& s) { return s.weight_grad_norm; }},
+      {"bias_grad_norm", [](const LayerStats& s) { return s.bias_grad_norm; }},
+      {"delta_norm", [](const LayerStats& s) { return s.delta_norm; }},
+      {"grad_mean_abs", [](const LayerStats& s) { return s.grad_mean_abs; }},
+      {"weight_norm", [](const LayerStats& s) { return s.weight_norm; }},
+      {"update_ratio", [](const LayerStats& s) { return s.update_ratio; }},
+      {"act_mean", [](const LayerStats& s) { return s.act_mean; }},
+      {"act_std", [](const LayerStats& s) { return s.act_std; }},
+      {"saturated_fraction", [](const LayerStats& s) { return s.saturated_fraction; }},
+      {"dead_fraction", [](const LayerStats& s) { return s.dead_fraction; }},
+      {"nan_count", [](const LayerStats& s) { return static_cast<double>(s.nan_count); }},
+      {"inf_count", [](const LayerStats& s) { return static_cast<double>(s.inf_count); }},
+  };
+  return m;
+}
+
+/// Flow norm of layer l in every record (NaN where not measured).
+inline std::vector<double> flow_series(const History& h, std::size_t l) {
+  std::vector<double> v;
+  for (const auto& r : h.records()) v.push_back(l < r.layers.size() ? r.layers[l].flow_norm() : not_measured);
+  return v;
+}
+
+/// Unicode block sparkline of log10(values), on the shared scale [lo, hi] (log10 units).
+inline std::string sparkline(const std::vector<double>& values, double lo, double hi,
+                             std::size_t width = 24) {
+  static const char* blocks[] = {"\u2581", "\u2582", "\u2583", "\u2584",
+                                 "\u2585", "\u2586", "\u2587", "\u2588"};
+  std::string out;
+  if (values.empty()) return out;
+  const std::size_t n = std::min(width, values.size());
+  for (std::size_t k = 0; k < n; ++k) {
+    // Take the last value of each bucket so the right end is the latest step.
+    const std::size_t i = (k + 1) * values.size() / n - 1;
+    const double v = values[i];
+    if (!(v > 0) || !std::isfinite(v)) {
+      out += std::isfinite(v) ? " " : "!";
+      continue;
+    }
+    const double x = hi > lo ? (std::log10(v) - lo) / (hi - lo) : 0.5;
+    out += blocks[std::clamp(static_cast<int>(x * 7.999), 0, 7)];
+  }
+  return out;
+}
+
+/// Indices of the dense (in-flow) layers.
+inline std::vector<std::size_t> flow_layers(const std::vector<LayerInfo>& layers) {
+  std::vector<std::size_t> f;
+  for (std::size_t l = 0; l < layers.size(); ++l)
+    if (layers[l].in_flow) f.push_back(l);
+  return f;
+}
+
+/// Gain of each layer: its flow norm over the next dense layer's (toward the output); NaN for
+/// the last dense layer and for layers outside the flow.
+inline std::vector<double> gains(const std::vector<LayerInfo>& layers, const StepRecord& r) {
+  std::vector<double> g(layers.size(), not_measured);
+  const auto f = flow_layers(layers);
+  for (std::size_t k = 0; k + 1 < f.size(); ++k)
+    g[f[k]] = r.layers[f[k]].flow_norm() / r.layers[f[k + 1]].flow_norm();
+  return g;
+}
+}  // namespace detail
+
+/// The console table (latest recorded step), then the diagnosis.
+inline std::string format_report(const std::vector<LayerInfo>& layers, const History& h,
+                                 const Diagnosis& d) {
+  std::ostringstream os;
+  if (h.empty()) {
+    os << "no gradients recorded yet\n" << d.str();
+    return os.str();
+  }
+  const StepRecord& r = h.records().back();
+  const auto gain = detail::gains(layers, r);
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (std::size_t l = 0; l < layers.size(); ++l)
+    for (double v : detail::flow_series(h, l))
+      if (v > 0 && std::isfinite(v)) {
+        lo = std::min(lo, std::log10(v));
+        hi = std::max(hi, std::log10(v));
+      }
+  os << "gradient report: step " << r.step << ", loss " << detail::sci(r.loss)
+     << ", pre-clip total norm " << detail::sci(r.total_norm) << ", " << h.size()
+     << " recorded steps";
+  if (h.downsamplings() > 0) os << " (history downsampled: every " << h.stride() << " steps)";
+  os << '\n';
+  int pw = 6;
+  for (const auto& li : layers) pw = std::max(pw, static_cast<int>(li.path.size()) + 2);
+  os << std::left << std::setw(pw) << "layer" << std::setw(24) << "kind" << std::setw(12)
+     << "shape" << std::right << std::setw(10) << "|dW|" << std::setw(10) << "|db|"
+     << std::setw(10) << "|delta|" << std::setw(9) << "gain" << std::setw(10) << "upd/W"
+     << "  " << std::left << std::setw(24) << "flow norm history" << " flags\n";
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const auto& s = r.layers[l];
+    std::string flags;
+    for (const auto& f : d.findings)
+      if (std::find(f.layers.begin(), f.layers.end(), layers[l].path) != f.layers.end()) {
+        const char c = "EVDSUH"[static_cast<int>(f.verdict)];
+        if (flags.find(c) == std::string::npos) flags += c;
+      }
+    if (s.nan_count + s.inf_count > 0) flags += 'N';
+    std::string kind = layers[l].kind;
+    if (kind.size() > 23) kind = kind.substr(0, 22) + "~";
+    char g[16];
+    std::snprintf(g, sizeof g, "%.3f", gain[l]);
+    os << std::left << std::setw(pw) << layers[l].path << std::setw(24) << kind << std::setw(12)
+       << layers[l].shape << std::right << std::setw(10) << detail::sci(s.weight_grad_norm)
+       << std::setw(10) << detail::sci(s.bias_grad_norm) << std::setw(10)
+       << detail::sci(s.delta_norm) << std::setw(9) << (std::isnan(gain[l]) ? "-" : g)
+       << std::setw(10) << detail::sci(s.update_ratio) << "  "
+       << detail::sparkline(detail::flow_series(h, l), lo, hi);
+    const std::size_t spark = std::min<std::size_t>(24, h.size());
+    os << std::string(24 - spark, ' ') << ' ' << flags << '\n';
+  }
+  os << "flags: E exploding, V vanishing, D dead ReLU, S saturated, U update ratio, N NaN/Inf\n";
+  os << d.str();
+  return os.str();
+}
+
+/// CSV with header step,layer,kind,metric,value: one row per recorded step, layer and measured
+/// metric, plus rows with an empty layer for the loss and the total norm.
+inline void write_csv(std::ostream& os, const std::vector<LayerInfo>& layers, const History& h) {
+  os << "step,layer,kind,metric,value\n";
+  for (const auto& r : h.records()) {
+    if (!std::isnan(r.loss)) os << r.step << ",,,loss," << detail::exact(r.loss) << '\n';
+    if (!std::isnan(r.total_norm))
+      os << r.step << ",,,total_norm," << detail::exact(r.total_norm) << '\n';
+    for (std::size_t l = 0; l < layers.size(); ++l)
+      for (const auto& m : detail::metrics()) {
+        const double v = m.get(r.layers[l]);
+        if (std::isnan(v)) continue;
+        os << r.step << ',' << detail::csv_field(layers[l].path) << ','
+           << detail::csv_field(layers[l].kind) << ',' << m.name << ',' << detail::exact(v)
+           << '\n';
+      }
+  }
+}
+
+/// JSON Lines: one object per recorded step, {"step", "loss", "total_norm", "layers": [...]},
+/// unmeasured or non-finite numbers as null.
+inline void write_jsonl(std::ostream& os, const std::vector<LayerInfo>& layers, const History& h) {
+  for (const auto& r : h.records()) {
+    os << "{\"step\":" << r.step << ",\"loss\":" << detail::json_number(r.loss)
+       << ",\"total_norm\":" << detail::json_number(r.total_norm) << ",\"layers\":[";
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      if (l) os << ',';
+      os << "{\"path\":" << detail::json_string(layers[l].path)
+         << ",\"kind\":" << detail::json_string(layers[l].kind)
+         << ",\"shape\":" << detail::json_string(layers[l].shape)
+         << ",\"activation\":" << detail::json_string(layers[l].activation)
+         << ",\"in_flow\":" << (layers[l].in_flow ? "true" : "false");
+      for (const auto& m : detail::metrics())
+        os << ",\"" << m.name << "\":" << detail::json_number(m.get(r.layers[l]));
+      os << '}';
+    }
+    os << "]}\n";
+  }
+}
+
+/// Settings of the SVG chart.
+struct SvgOptions {
+  std::string title = "Gradient flow";
+  std::int64_t bar_step = -1;  ///< the step of the bar chart; -1: the latest recorded step
+  int width = 960;
+};
+
+/// A self-contained SVG: log-scale flow norm of each dense layer over the recorded steps, and a
+/// bar per layer at one step. Bars and points carry data-layer / data-value attributes.
+inline void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers, const History& h,
+                      const Diagnosis& d, const SvgOptions& opt = {}) {
+  const auto flow = detail::flow_layers(layers);
+  const int W = opt.width, H = 640, left = 80, right = 170, top = 50, mid = 330, bottom = 600;
+  const int pw = W - left - right;
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (auto l : flow)
+    for (double v : detail::flow_series(h, l))
+      if (v > 0 && std::isfinite(v)) {
+        lo = std::min(lo, std::floor(std::log10(v)));
+        hi = std::max(hi, std::ceil(std::log10(v)));
+      }
+  if (!(hi > lo)) {
+    lo = -3;
+    hi = 0;
+  }
+  const auto& recs = h.records();
+  const double s0 = recs.empty() ? 0 : static_cast<double>(recs.front().step);
+  const double s1 = recs.empty() ? 1 : std::max(s0 + 1, static_cast<double>(recs.back().step));
+  auto color = [&](std::size_t k) {
+    const double t = flow.size() > 1 ? static_cast<double>(k) / static_cast<double>(flow.size() - 1) : 0;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "#%02x%02x%02x", static_cast<int>(40 + 200 * t),
+                  static_cast<int>(90 + 40 * (1 - std::abs(2 * t - 1))),
+                  static_cast<int>(220 - 190 * t));
+    return std::string(buf);
+  };
+  auto y_of = [&](double v, int y0, int y1) {
+    return y1 - (std::log10(v) - lo) / (hi - lo) * (y1 - y0);
+  };
+  os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+     << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+     << "\" viewBox=\"0 0 " << W << ' ' << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+     << "<text x=\"" << left << "\" y=\"24\" font-size=\"16\" font-weight=\"bold\">"
+     << detail::xml_escape(opt.title) << "</text>\n"
+     << "<text x=\"" << left << "\" y=\"42\" fill=\"#444\">verdict: "
+     << verdict_name(d.verdict()) << " (step " << d.step
+     << "); per-sample gradient norm of each dense layer's output, log scale</text>\n";
+  // Axes and decade grid lines for both panels.
+  const int panels[2][2] = {{top + 10, mid - 30}, {mid + 20, bottom - 30}};
+  for (const auto& p : panels) {
+    for (int e = static_cast<int>(lo); e <= static_cast<int>(hi); ++e) {
+      const double y = y_of(std::pow(10.0, e), p[0], p[1]);
+      os << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << y << "\" y2=\"" << y
+         << "\" stroke=\"#ddd\"/><text x=\"" << left - 6 << "\" y=\"" << y + 4
+         << "\" text-anchor=\"end\">1e" << e << "</text>\n";
+    }
+    os << "<line x1=\"" << left << "\" x2=\"" << left << "\" y1=\"" << p[0] << "\" y2=\"" << p[1]
+       << "\" stroke=\"#333\"/>\n";
+  }
+  // Panel 1: lines over steps.
+  os << "<g id=\"history\">\n";
+  for (std::size_t k = 0; k < flow.size(); ++k) {
+    const std::size_t l = flow[k];
+    std::ostringstream pts;
+    for (const auto& r : recs) {
+      const double v = r.layers[l].flow_norm();
+      if (!(v > 0) || !std::isfinite(v)) continue;
+      const double x = left + (static_cast<double>(r.step) - s0) / (s1 - s0) * pw;
+      pts << x << ',' << y_of(v, panels[0][0], panels[0][1]) << ' ';
+    }
+    os << "<polyline data-layer=\"" << detail::xml_escape(layers[l].path) << "\" points=\""
+       << pts.str() << "\" fill=\"none\" stroke=\"" << color(k) << "\" stroke-width=\"2\"/>\n";
+    os << "<text x=\"" << left + pw + 10 << "\" y=\"" << top + 16 + 16 * static_cast<int>(k)
+       << "\" fill=\"" << color(k) << "\">layer " << detail::xml_escape(layers[l].path) << "</text>\n";
+  }
+  os << "<text x=\"" << left + pw / 2 << "\" y=\"" << mid - 8
+     << "\" text-anchor=\"middle\">step</text>\n</g>\n";
+  // Panel 2: bars at one step.
+  const StepRecord* bar = recs.empty() ? nullptr : &recs.back();
+  if (opt.bar_step >= 0)
+    for (const auto& r : recs)
+      if (r.step <= opt.bar_step) bar = &r;
+  os << "<g id=\"bars\">\n";
+  if (bar && !flow.empty()) {
+    os << "<text x=\"" << left << "\" y=\"" << mid + 12 << "\">per-layer norm at step " << bar->step
+       << " (input on the left, output on the right)</text>\n";
+    const double bw = static_cast<double>(pw) / static_cast<double>(flow.size());
+    for (std::size_t k = 0; k < flow.size(); ++k) {
+      const std::size_t l = flow[k];
+      const double v = bar->layers[l].flow_norm();
+      const double x = left + bw * static_cast<double>(k) + bw * 0.15;
+      const double y = (v > 0 && std::isfinite(v)) ? y_of(v, panels[1][0], panels[1][1]) : panels[1][1];
+      os << "<rect data-layer=\"" << detail::xml_escape(layers[l].path) << "\" data-value=\""
+         << detail::exact(v) << "\" x=\"" << x << "\" y=\"" << y << "\" width=\"" << bw * 0.7
+         << "\" height=\"" << panels[1][1] - y << "\" fill=\"" << color(k) << "\"/>\n"
+         << "<text x=\"" << x + bw * 0.35 << "\" y=\"" << panels[1][1] + 14
+         << "\" text-anchor=\"middle\">" << detail::xml_escape(layers[l].path) << "</text>\n"
+         << "<text x=\"" << x + bw * 0.35 << "\" y=\"" << y - 4
+         << "\" text-anchor=\"middle\" font-size=\"10\">" << detail::sci(v) << "</text>\n";
+    }
+  }
+  os << "</g>\n</svg>\n";
+}
+
+}  // namespace gradscope::diagnostics
