@@ -1,0 +1,110 @@
+#pragma once
+/// DataLoader: seeded shuffling every epoch and batching into tensors, with the batch tensors
+/// reused so that iterating allocates nothing after the first epoch.
+
+#include <numeric>
+#include <span>
+#include <vector>
+
+#include "../core/core.hpp"
+#include "dataset.hpp"
+
+namespace gradscope::data {
+
+/// One batch: x is [batch, features] and y its labels. Both are views into buffers the loader
+/// reuses for the next batch: copy them (x.detach()) to keep one.
+template <Scalar T>
+struct Batch {
+  Tensor<T> x;
+  std::span<const int> y;
+};
+
+/// Options of a DataLoader.
+struct LoaderOptions {
+  Index batch_size = 128;
+  bool shuffle = true;
+  std::uint64_t seed = 0;
+  bool drop_last = false;  ///< drop the last, smaller batch of an epoch
+};
+
+/// Iterates a dataset in batches; each range-for over it is one epoch (reshuffled when
+/// `shuffle`). The dataset must outlive the loader.
+template <Scalar T>
+class DataLoader {
+ public:
+  DataLoader(const Dataset<T>& data, LoaderOptions opt = {})
+      : data_(data), opt_(opt), rng_(opt.seed) {
+    if (opt.batch_size <= 0) throw ValueError("DataLoader: batch_size must be > 0");
+    order_.resize(static_cast<std::size_t>(data.size()));
+    std::iota(order_.begin(), order_.end(), Index{0});
+    const Index full = std::min(opt.batch_size, data.size());
+    full_ = Tensor<T>::zeros(std::max<Index>(full, 1), data.features());
+    const Index rest = data.size() % opt.batch_size;
+    if (rest && data.size() > opt.batch_size) tail_ = Tensor<T>::zeros(rest, data.features());
+    labels_.resize(static_cast<std::size_t>(std::max<Index>(full, 1)));
+  }
+
+  /// Number of batches in one epoch.
+  Index batches() const {
+    const Index n = data_.size(), b = opt_.batch_size;
+    return opt_.drop_last ? n / b : (n + b - 1) / b;
+  }
+  /// Epochs started so far.
+  std::int64_t epoch() const noexcept { return epoch_; }
+
+  class iterator {
+   public:
+    iterator(DataLoader* l, Index k) : l_(l), k_(k) {
+      if (l_ && k_ < l_->batches()) l_->fill(k_);
+    }
+    Batch<T>& operator*() { return l_->batch_; }
+    Batch<T>* operator->() { return &l_->batch_; }
+    iterator& operator++() {
+      ++k_;
+      if (k_ < l_->batches()) l_->fill(k_);
+      return *this;
+    }
+    bool operator!=(const iterator& o) const { return k_ != o.k_; }
+    bool operator==(const iterator& o) const { return k_ == o.k_; }
+
+   private:
+    DataLoader* l_;
+    Index k_;
+  };
+
+  /// Starts an epoch (reshuffling when enabled).
+  iterator begin() {
+    if (opt_.shuffle)
+      for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_.below(i)]);
+    ++epoch_;
+    return iterator(this, 0);
+  }
+  iterator end() { return iterator(nullptr, batches()); }
+
+ private:
+  void fill(Index k) {
+    const Index b = opt_.batch_size;
+    const Index start = k * b;
+    const Index n = std::min(b, data_.size() - start);
+    Tensor<T>& x = (n == full_.rows()) ? full_ : tail_;
+    auto xv = x.mutable_value();
+    for (Index i = 0; i < n; ++i) {
+      const Index row = order_[static_cast<std::size_t>(start + i)];
+      xv.row(i) = data_.images.row(row);
+      labels_[static_cast<std::size_t>(i)] = data_.labels[static_cast<std::size_t>(row)];
+    }
+    batch_.x = x;
+    batch_.y = std::span<const int>(labels_.data(), static_cast<std::size_t>(n));
+  }
+
+  const Dataset<T>& data_;
+  LoaderOptions opt_;
+  Rng rng_;
+  std::vector<Index> order_;
+  Tensor<T> full_, tail_;
+  std::vector<int> labels_;
+  Batch<T> batch_;
+  std::int64_t epoch_ = 0;
+};
+
+}  // namespace gradscope::data

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds and runs everything CI checks:
+#   1. dependencies            scripts/install-deps.sh
+#   2. release                 build/: tests, examples and benchmarks; ctest
+#   3. sanitizers              build-asan/: tests with ASan + UBSan; ctest
+#   4. packaging               install to build/install-prefix, then the two consumer projects
+#   5. fuzzing                 scripts/fuzz.sh: each libFuzzer target for 30 s (clang only)
+#   6. benchmarks (quick)      scripts/bench.sh --quick, when that script exists
+# GRADSCOPE_TEST_SKIP_ASAN=1 skips step 3 for quick local iteration. GRADSCOPE_JOBS sets the
+# build parallelism (default 2).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+jobs=${GRADSCOPE_JOBS:-2}
+start_all=$SECONDS
+section=""
+section_start=$SECONDS
+timings=()
+
+banner() {
+  finish_section
+  section=$1
+  section_start=$SECONDS
+  printf '\n==================== %s ====================\n' "$section"
+}
+
+finish_section() {
+  if [[ -n "$section" ]]; then
+    timings+=("$section: $((SECONDS - section_start))s")
+  fi
+}
+
+on_exit() {
+  local rc=$?
+  if ((rc != 0)); then
+    printf '\n==================== FAILED ====================\n'
+    echo "test.sh: FAILED in section '${section}' (exit code $rc) after $((SECONDS - start_all))s"
+  fi
+}
+trap on_exit EXIT
+
+expected_version=$(sed -n 's/^project(gradscope VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+
+# Runs a consumer program and checks that it prints the gradscope version.
+check_prints_version() {
+  local output
+  output=$("$1")
+  echo "$output"
+  if ! grep -q "gradscope ${expected_version}" <<<"$output"; then
+    echo "test.sh: '$1' did not print 'gradscope ${expected_version}'" >&2
+    return 1
+  fi
+}
+
+banner "dependencies"
+./scripts/install-deps.sh
+
+banner "release build and tests (build/)"
+cmake -S . -B build \
+  -DCMAKE_BUILD_TYPE=Release \
+  -DGRADSCOPE_BUILD_TESTS=ON -DGRADSCOPE_BUILD_EXAMPLES=ON -DGRADSCOPE_BUILD_BENCHMARKS=ON \
+  -DGRADSCOPE_SANITIZE=OFF
+cmake --build build -j "$jobs"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+if [[ "${GRADSCOPE_TEST_SKIP_ASAN:-0}" == "1" ]]; then
+  banner "sanitizers: SKIPPED (GRADSCOPE_TEST_SKIP_ASAN=1)"
+else
+  banner "sanitizer build and tests (build-asan/)"
+  cmake -S . -B build-asan \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DGRADSCOPE_SANITIZE=ON -DGRADSCOPE_NATIVE=OFF \
+    -DGRADSCOPE_BUILD_TESTS=ON -DGRADSCOPE_BUILD_EXAMPLES=OFF -DGRADSCOPE_BUILD_BENCHMARKS=OFF
+  cmake --build build-asan -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$jobs"
+fi
+
+banner "packaging: install + find_package consumer"
+prefix="$root/build/install-prefix"
+rm -rf "$prefix" build/consumer-find-package build/consumer-add-subdirectory
+cmake --install build --prefix "$prefix"
+cmake -S tests/consumer/find_package -B build/consumer-find-package \
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix"
+cmake --build build/consumer-find-package -j "$jobs"
+check_prints_version build/consumer-find-package/consumer
+
+banner "packaging: add_subdirectory consumer"
+cmake -S tests/consumer/add_subdirectory -B build/consumer-add-subdirectory \
+  -DCMAKE_BUILD_TYPE=Release -DGRADSCOPE_SOURCE_DIR="$root"
+cmake --build build/consumer-add-subdirectory -j "$jobs"
+check_prints_version build/consumer-add-subdirectory/consumer
+
+banner "fuzzing (libFuzzer, 30 s per target)"
+./scripts/fuzz.sh "${GRADSCOPE_FUZZ_SECONDS:-30}"
+
+if [[ -x scripts/bench.sh ]]; then
+  banner "benchmarks (quick)"
+  ./scripts/bench.sh --quick
+fi
+
+finish_section
+section=""
+printf '\n==================== SUMMARY ====================\n'
+printf '  %s\n' "${timings[@]}"
+echo "test.sh: ALL PASSED in $((SECONDS - start_all))s"
