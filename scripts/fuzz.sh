@@ -89,7 +89,7 @@ for name in "${targets[@]}"; do
   dir="$work/$name"
   mkdir -p "$dir/corpus" "$dir/seeds"
   echo "==== $name: building with $cxx"
-  "$cxx" "${flags[@]}" "$src" -o "$dir/$name"
+  "$cxx" "${flags[@]}" "$src" -o "$dir/$name" -lz  # zlib: the IDX reader
 
   echo "==== $name: seeding"
   rm -f "$dir/seeds"/* "$dir/$name.dict"

@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(cmake g++ make pkg-config libeigen3-dev catch2 libbenchmark-dev)
 # Dependencies of later components: add new ones here.
 extra_packages=(nlohmann-json3-dev zlib1g-dev libcli11-dev)
+# The libFuzzer targets of scripts/fuzz.sh (run by scripts/test.sh) need clang and its runtime.
+extra_packages+=(clang libclang-rt-14-dev)
 
 missing=()
 for pkg in "${packages[@]}" "${extra_packages[@]}"; do
