@@ -53,12 +53,17 @@ struct StepRecord {
 /// dropped and the stride doubles, so the history always spans the whole run evenly.
 class History {
  public:
-  explicit History(std::size_t capacity = 2048) : capacity_(capacity < 4 ? 4 : capacity) {}
+  /// `unit`: the steps between records before any downsampling (the monitor's `every`).
+  explicit History(std::size_t capacity = 2048, std::int64_t unit = 1)
+      : capacity_(capacity < 4 ? 4 : capacity), unit_(unit < 1 ? 1 : unit) {}
 
-  /// Whether a step with this index would be kept at the current stride.
-  bool wants(std::int64_t step) const { return step % stride_ == 0; }
+  /// Whether a step with this index would be kept at the current spacing.
+  bool wants(std::int64_t step) const { return step % spacing() == 0; }
+  /// Appends a record; when that overfills the history, keeps every other record (the first
+  /// included) and doubles the spacing, so the records stay evenly spaced.
   void push(StepRecord r) {
-    if (records_.size() >= capacity_) {
+    records_.push_back(std::move(r));
+    if (records_.size() > capacity_) {
       std::vector<StepRecord> kept;
       kept.reserve(capacity_);
       for (std::size_t i = 0; i < records_.size(); i += 2) kept.push_back(std::move(records_[i]));
@@ -66,8 +71,9 @@ class History {
       stride_ *= 2;
       ++downsamplings_;
     }
-    records_.push_back(std::move(r));
   }
+  /// Steps between consecutive records: unit x stride.
+  std::int64_t spacing() const noexcept { return unit_ * stride_; }
   const std::vector<StepRecord>& records() const noexcept { return records_; }
   StepRecord& back() { return records_.back(); }
   bool empty() const noexcept { return records_.empty(); }
@@ -80,6 +86,7 @@ class History {
  private:
   std::vector<StepRecord> records_;
   std::size_t capacity_;
+  std::int64_t unit_ = 1;
   std::int64_t stride_ = 1;
   int downsamplings_ = 0;
 };

@@ -44,14 +44,16 @@ template <Scalar T>
 class GradientMonitor {
  public:
   explicit GradientMonitor(nn::Module<T>& model, MonitorOptions opt = {})
-      : model_(model), opt_(opt), history_(opt.max_history) {
+      : model_(model), opt_(opt), history_(opt.max_history, opt.every) {
     if (opt_.every < 1) throw ValueError("GradientMonitor: every must be >= 1");
     discover(model_);
+    params_ = model_.parameters();
     current_.resize(layers_.size());
     attach();
   }
   ~GradientMonitor() {
     for (auto& h : handles_) h.remove();
+    for (auto& h : step_hooks_) h.remove();  // gradient hooks on a live tape capture this monitor
   }
   GradientMonitor(const GradientMonitor&) = delete;
   GradientMonitor& operator=(const GradientMonitor&) = delete;
@@ -61,6 +63,7 @@ class GradientMonitor {
   void record_gradients(double loss = not_measured) {
     const std::int64_t s = step_++;
     pending_update_ = false;
+    step_hooks_.clear();  // their nodes' sweep is over
     if (!recording(s)) return;
     StepRecord r;
     r.step = s;
@@ -73,21 +76,22 @@ class GradientMonitor {
       current_[l] = LayerStats{};
       auto& w = watched_[l];
       const auto gw = w.weight.grad();
-      const double gw2 = static_cast<double>(gw.squaredNorm());
+      const double gw2 = gw.template cast<double>().squaredNorm();
       st.weight_grad_norm = std::sqrt(gw2);
       st.grad_mean_abs = static_cast<double>(gw.cwiseAbs().sum()) / static_cast<double>(gw.size());
       count_non_finite(gw, st);
-      total += gw2;
+
       if (w.bias.defined()) {
         const auto gb = w.bias.grad();
-        const double gb2 = static_cast<double>(gb.squaredNorm());
+        const double gb2 = gb.template cast<double>().squaredNorm();
         st.bias_grad_norm = std::sqrt(gb2);
         count_non_finite(gb, st);
-        total += gb2;
+
       }
-      st.weight_norm = static_cast<double>(w.weight.value().norm());
+      st.weight_norm = std::sqrt(w.weight.value().template cast<double>().squaredNorm());
       if (opt_.track_updates) w.snapshot = w.weight.value();
     }
+    for (const auto& p : params_) total += p.grad().template cast<double>().squaredNorm();
     r.total_norm = std::sqrt(total);
     history_.push(std::move(r));
     pending_update_ = opt_.track_updates;
@@ -161,7 +165,7 @@ class GradientMonitor {
   };
 
   bool recording(std::int64_t s) const {
-    return s % (static_cast<std::int64_t>(opt_.every) * history_.stride()) == 0;
+    return history_.wants(s);
   }
 
   /// Finds the layers (modules with parameters) in forward order and the activation that
@@ -208,12 +212,12 @@ class GradientMonitor {
               if (!m.is_training() || !recording(step_) || y.is_persistent() || !y.requires_grad())
                 return;
               Tensor<T> out = y;
-              out.register_hook([this, l](const ConstMatrixMap<T>& g) {
+              step_hooks_.push_back(out.register_hook([this, l](const ConstMatrixMap<T>& g) {
                 auto& st = current_[l];
                 st.delta_norm = static_cast<double>(g.rowwise().norm().sum()) /
                                 static_cast<double>(std::max<Index>(1, g.rows()));
                 count_non_finite(g, st);
-              });
+              }));
             }));
       if (opt_.activation_stats && w.activation)
         handles_.push_back(w.activation->register_forward_hook(
@@ -273,6 +277,8 @@ class GradientMonitor {
   std::vector<Watched> watched_;
   std::vector<LayerStats> current_;
   std::vector<HookHandle> handles_;
+  std::vector<HookHandle> step_hooks_;
+  std::vector<Tensor<T>> params_;
   std::optional<NanOrigin> nan_origin_;
   std::int64_t step_ = 0;
   bool pending_update_ = false;

@@ -163,7 +163,7 @@ inline std::string format_report(const std::vector<LayerInfo>& layers, const His
   os << "gradient report: step " << r.step << ", loss " << detail::sci(r.loss)
      << ", pre-clip total norm " << detail::sci(r.total_norm) << ", " << h.size()
      << " recorded steps";
-  if (h.downsamplings() > 0) os << " (history downsampled: every " << h.stride() << " steps)";
+  if (h.downsamplings() > 0) os << " (history downsampled: every " << h.spacing() << " steps)";
   os << '\n';
   int pw = 6;
   for (const auto& li : layers) pw = std::max(pw, static_cast<int>(li.path.size()) + 2);

@@ -118,21 +118,25 @@ class Module {
   std::string summary(Index input_features = 0) {
     std::vector<std::pair<Module*, std::string>> shapes;
     if (input_features > 0) {
-      const bool was_training = training_;
+      // Restores every module's own mode and removes the hooks even when the forward throws.
+      struct Restore {
+        std::vector<std::pair<Module*, bool>> modes;
+        std::vector<HookHandle> handles;
+        ~Restore() {
+          for (auto& h : handles) h.remove();
+          for (auto& [m, on] : modes) m->training_ = on;
+        }
+      } restore;
+      visit([&](Module& m) { restore.modes.emplace_back(&m, m.training_); });
       eval();
-      std::vector<HookHandle> handles;
       visit([&](Module& m) {
-        handles.push_back(m.register_forward_hook([&shapes](Module& mm, const Tensor<T>&,
-                                                            const Tensor<T>& y) {
+        restore.handles.push_back(m.register_forward_hook([&shapes](Module& mm, const Tensor<T>&,
+                                                                    const Tensor<T>& y) {
           shapes.emplace_back(&mm, "[-, " + std::to_string(y.cols()) + "]");
         }));
       });
-      {
-        NoGrad no_grad;
-        (*this)(Tensor<T>::zeros(2, input_features));
-      }
-      for (auto& h : handles) h.remove();
-      train(was_training);
+      NoGrad no_grad;
+      (*this)(Tensor<T>::zeros(2, input_features));
     }
     std::ostringstream os;
     os << std::left << std::setw(22) << "Layer" << std::setw(34) << "Kind" << std::setw(14)
