@@ -228,30 +228,29 @@ TEST_CASE("summary restores the mode and leaves running statistics alone",
   CHECK(tape.size() == nodes);
 }
 
-TEST_CASE("summary restores the mode when the forward pass throws",
+TEST_CASE("summary restores the mode and removes its hooks when the forward pass throws",
           "[nn][module][summary][errors]") {
-  // Known bug (module.hpp, Module::summary): when the shape-probing forward throws, summary()
-  // leaves the module in eval mode and leaves its forward hooks registered; those hooks point to
-  // summary's dead local `shapes`, so the next forward writes to freed stack memory. This test
-  // only checks the mode (it does not run the corrupting forward).
+  // Regression: summary() once left the module in eval mode with hooks pointing to its dead
+  // locals when the shape-probing forward threw; the next forward wrote to freed stack memory.
   nn::Sequential<double> net;
   build_nested(net);
   net.train();
   CHECK_THROWS_AS(net.summary(5), gs::ShapeError);  // the first Dense wants 3 features
-  CHECK(net.is_training());
+  net.visit([](nn::Module<double>& m) { CHECK(m.is_training()); });
+  CHECK_NOTHROW(net(gs::Tensor<double>::ones(4, 3)));  // clean under ASan
+  CHECK(lines_of(net.summary(3)).size() == 28);        // and summary still works
 }
 
 TEST_CASE("summary restores each module's own mode", "[nn][module][summary]") {
-  // Known bug (module.hpp, Module::summary): the mode is restored with train(was_training) on the
-  // root, which overwrites a child's own mode, e.g. a batch norm frozen with eval() inside a
-  // network that trains.
+  // A batch norm frozen with eval() inside a network that trains stays frozen.
   nn::Sequential<double> net;
   build_nested(net);
   net.train();
-  net.at(1).eval();  // freeze the first batch norm
+  net.at(1).eval();
   net.summary(3);
   CHECK(net.is_training());
   CHECK_FALSE(net.at(1).is_training());
+  CHECK(net.at(0).is_training());
 }
 
 TEST_CASE("Forward hooks see module, input and output and are removable",
