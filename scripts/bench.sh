@@ -13,6 +13,8 @@
 # Options (full mode): --no-openmp   skip the OpenMP build and the thread comparison
 #                      --no-docs     print the tables, leave docs/benchmarks.md alone
 #                      --filter RE   pass --benchmark_filter=RE to every program (implies --no-docs)
+#                      --tables-only  no build, no run: regenerate the report (and the docs) from
+#                                     the results of the last full run (build-bench/bench-results/)
 # Environment: GRADSCOPE_JOBS build parallelism (default 2), GRADSCOPE_BENCH_REPETITIONS (5),
 # GRADSCOPE_BENCH_BUILD_DIR (build directory to use instead of build-bench/ or build/),
 # GRADSCOPE_BENCH_PROGRAMS (e.g. "bench_mlp_train bench_ops": run only these; default every
@@ -30,12 +32,14 @@ quick=0
 openmp=1
 docs=1
 filter=""
+tables_only=0
 while (($#)); do
   case "$1" in
     --quick) quick=1 ;;
     --no-openmp) openmp=0 ;;
     --no-docs) docs=0 ;;
     --filter) filter=$2; docs=0; shift ;;
+    --tables-only) tables_only=1 ;;
     -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -61,7 +65,9 @@ configure_and_build() {  # dir, extra cmake args...
   cmake --build "$dir" -j "$jobs" --target "${bench_names[@]}"
 }
 
-if [[ -n "${GRADSCOPE_BENCH_BUILD_DIR:-}" ]]; then
+if ((tables_only)); then
+  build=${GRADSCOPE_BENCH_BUILD_DIR:-build-bench}
+elif [[ -n "${GRADSCOPE_BENCH_BUILD_DIR:-}" ]]; then
   build=$GRADSCOPE_BENCH_BUILD_DIR  # an explicit choice wins (configured here if need be)
   configure_and_build "$build"
 elif ((quick)); then
@@ -80,8 +86,12 @@ else
 fi
 
 results=$build/bench-results
-rm -rf "$results"
-mkdir -p "$results"
+if ((tables_only)); then
+  [[ -d $results ]] || { echo "bench.sh: no results in $results: run scripts/bench.sh first" >&2; exit 1; }
+else
+  rm -rf "$results"
+  mkdir -p "$results"
+fi
 
 # ---------------------------------------------------------------- run
 run_bench() {  # program, json name, extra args...
@@ -100,7 +110,7 @@ run_bench() {  # program, json name, extra args...
 
 # A program that crashes is reported at the end; the others still run.
 failed=()
-for b in "${bench_names[@]}"; do
+((tables_only)) || for b in "${bench_names[@]}"; do
   extra=()
   # Single ops are short and many: 0.1 s per repetition is plenty (the step benchmarks keep 0.5 s).
   [[ $b == bench_ops ]] && ((!quick)) && extra=(--benchmark_min_time=0.1)
@@ -145,7 +155,7 @@ json_rows() {
     /^      "/ {
       line = $0; sub(/^[ \t]*"/, "", line); k = line; sub(/".*/, "", k)
       v = line; sub(/^[^"]*": /, "", v); sub(/,$/, "", v)
-      if (k == "run_name") { run = unq(v); next }
+      if (k == "run_name") { run = unq(v); sub(/\/real_time$/, "", run); next }
       if (k == "aggregate_name") { agg = unq(v); next }
       if (v ~ /^-?[0-9.]+([eE][-+]?[0-9]+)?$/ || k == "time_unit" || k == "error_message") {
         gsub(/"/, "", v); keys[++n] = k; vals[n] = v
@@ -155,7 +165,7 @@ json_rows() {
 
 rows=$results/rows.tsv
 : >"$rows"
-for j in "$results"/*.json; do json_rows "$j" >>"$rows"; done
+for j in "$results"/bench_*.json; do json_rows "$j" >>"$rows"; done
 
 # ---------------------------------------------------------------- tables
 # The value of <key> for <run> at aggregate <agg> (median in full mode, single in quick mode).
@@ -239,8 +249,9 @@ ops_table() {
       print "|---|---|---|---:|---:|---:|---:|"
       for (i = 1; i <= n; i++) {
         split(order[i], c, "\t"); g = v[order[i], "gradscope", "cpu_time"]; e = v[order[i], "eigen", "cpu_time"]
+        a = v[order[i], "gradscope", "allocs/iter"]
         printf "| %s | %s | %s | %.2f | %.2f | %s | %s |\n", c[1], c[2], c[3], g, e,
-          (g > 0 ? sprintf("%.2f", e / g) : "-"), v[order[i], "gradscope", "allocs/iter"]
+          (g > 0 ? sprintf("%.2f", e / g) : "-"), (a == "" ? "-" : sprintf("%.2f", a))
       }
     }' "$rows"
 }
@@ -273,23 +284,28 @@ if ((quick)); then
 fi
 
 # ---------------------------------------------------------------- OpenMP: 1 and 2 threads
-thread_stems=()
-if ((openmp)); then
+if ((openmp && !tables_only)); then
   echo "---- OpenMP build (build-bench-omp/, -fopenmp) for the thread comparison"
   if cmake -S . -B build-bench-omp -DCMAKE_BUILD_TYPE=Release -DGRADSCOPE_BUILD_TESTS=OFF \
     -DGRADSCOPE_BUILD_EXAMPLES=OFF -DGRADSCOPE_BUILD_BENCHMARKS=ON \
     -DCMAKE_CXX_FLAGS=-fopenmp -DCMAKE_EXE_LINKER_FLAGS=-fopenmp >/dev/null &&
     cmake --build build-bench-omp -j "$jobs" --target bench_mlp_train; then
     for t in 1 2; do
+      # (with more than one thread the names end in /real_time: no $ in the filter)
       OMP_NUM_THREADS=$t OMP_PROC_BIND=close run_bench build-bench-omp/bench/bench_mlp_train \
-        "omp_threads_$t" --benchmark_filter="${filter:-/ratio$}"
-      json_rows "$results/omp_threads_$t.json" >>"$rows"
-      thread_stems+=("omp_threads_$t")
+        "omp_threads_$t" --benchmark_filter="${filter:-/ratio}" || true
     done
   else
     echo "bench.sh: the OpenMP build failed; thread comparison skipped" >&2
   fi
 fi
+thread_stems=()
+for t in 1 2; do
+  if [[ -s $results/omp_threads_$t.json ]]; then
+    json_rows "$results/omp_threads_$t.json" >>"$rows"
+    thread_stems+=("omp_threads_$t")
+  fi
+done
 
 # ---------------------------------------------------------------- peak memory
 cxx=$(awk -F= '/^CMAKE_CXX_COMPILER:/ { print $2 }' "$build/CMakeCache.txt")
@@ -298,15 +314,16 @@ cxx_flags=$(sed -n 's/^CXX_FLAGS = //p' "$flags_file")
 cxx_defines=$(sed -n 's/^CXX_DEFINES = //p' "$flags_file")
 cxx_includes=$(sed -n 's/^CXX_INCLUDES = //p' "$flags_file")
 
-peak_rows=()
-if [[ -x /usr/bin/time ]]; then
+if ((tables_only)); then
+  :
+elif [[ -x /usr/bin/time ]]; then
   echo "---- peak memory: 200 steps of net B at batch 128"
   # shellcheck disable=SC2086
   "$cxx" $cxx_defines $cxx_includes $cxx_flags bench/peak_memory.cpp -o "$build/peak_memory"
   for impl in gradscope reference; do
     /usr/bin/time -v "$build/peak_memory" "$impl" 200 2>"$results/peak_$impl.txt"
     kb=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$results/peak_$impl.txt")
-    peak_rows+=("| $impl | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') MiB |")
+    echo "| $impl | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') MiB |" >>"$results/peak.md"
   done
 else
   echo "bench.sh: /usr/bin/time not found (Debian package 'time'): peak memory skipped" >&2
@@ -324,21 +341,22 @@ compile_seconds() {  # source file
   done
   echo "$best_wall $best_cpu"
 }
-compile_rows=()
-if [[ -x /usr/bin/time ]]; then
+if ((tables_only)); then
+  :
+elif [[ -x /usr/bin/time ]]; then
   echo "---- compile times (g++ -O2, best of 3)"
   tmp=$(mktemp -d)
   printf '#include <gradscope/gradscope.hpp>\nint main() { return 0; }\n' >"$tmp/umbrella.cpp"
   printf '#include <Eigen/Core>\nint main() { return 0; }\n' >"$tmp/eigen_core.cpp"
   read -r w c < <(compile_seconds "$tmp/umbrella.cpp")
-  compile_rows+=("| \`#include <gradscope/gradscope.hpp>\` alone | $w s | $c s | <= 3 s |")
+  echo "| \`#include <gradscope/gradscope.hpp>\` alone | $w s | $c s | <= 3 s |" >>"$results/compile.md"
   read -r w c < <(compile_seconds "$tmp/eigen_core.cpp")
-  compile_rows+=("| \`#include <Eigen/Core>\` alone (for scale) | $w s | $c s | - |")
+  echo "| \`#include <Eigen/Core>\` alone (for scale) | $w s | $c s | - |" >>"$results/compile.md"
   if [[ -f examples/mnist_mlp.cpp ]]; then
     read -r w c < <(compile_seconds examples/mnist_mlp.cpp)
-    compile_rows+=("| examples/mnist_mlp.cpp | $w s | $c s | <= 8 s |")
+    echo "| examples/mnist_mlp.cpp | $w s | $c s | <= 8 s |" >>"$results/compile.md"
   else
-    compile_rows+=("| examples/mnist_mlp.cpp | (not in the tree yet) | - | <= 8 s |")
+    echo "| examples/mnist_mlp.cpp | (not in the tree yet) | - | <= 8 s |" >>"$results/compile.md"
   fi
   rm -rf "$tmp"
 fi
@@ -367,21 +385,21 @@ report=$results/report.md
     echo
     threads_table "$rows" "${thread_stems[@]}"
   fi
-  if ((${#peak_rows[@]})); then
+  if [[ -s $results/peak.md ]]; then
     echo
     echo "### Peak resident memory, 200 steps of net B at batch 128 (\`/usr/bin/time -v\`, target <= 40 MiB)"
     echo
     echo "| implementation | max RSS |"
     echo "|---|---:|"
-    printf '%s\n' "${peak_rows[@]}"
+    cat "$results/peak.md"
   fi
-  if ((${#compile_rows[@]})); then
+  if [[ -s $results/compile.md ]]; then
     echo
     echo "### Compile time (g++ -O2 -c, best of 3)"
     echo
     echo "| file | wall | CPU (user + sys) | target |"
     echo "|---|---:|---:|---:|"
-    printf '%s\n' "${compile_rows[@]}"
+    cat "$results/compile.md"
   fi
   echo
   echo "### Single ops (bench_ops)"
@@ -389,6 +407,7 @@ report=$results/report.md
   ops_table
   for b in "${bench_names[@]}"; do
     case "$b" in bench_mlp_train | bench_ops) continue ;; esac
+    grep -q "^$b"$'\t' "$rows" || continue  # failed or filtered out: nothing to show
     echo
     echo "### ${b#bench_}"
     echo
