@@ -29,9 +29,16 @@ void run_and_check(const dg::MonitorOptions& opt, int steps) {
   std::int64_t last_stride = 1;
   int last_downsamplings = 0;
   for (int s = 0; s < steps; ++s) {
+    const bool recorded = s % (opt.every * h.stride()) == 0;  // decided before the step
     train_step(tape, *net, sgd, &monitor, x, y);
     INFO("after step " << s);
     REQUIRE(h.size() <= h.capacity());
+    if (recorded) {
+      // The step just recorded is the latest record, and record_update wrote into it.
+      REQUIRE_FALSE(h.empty());
+      CHECK(h.records().back().step == s);
+      CHECK(std::isfinite(h.records().back().layers[0].update_ratio));
+    }
     // The stride doubles exactly when a downsampling happens.
     if (h.downsamplings() != last_downsamplings) {
       CHECK(h.downsamplings() == last_downsamplings + 1);

@@ -2,6 +2,7 @@
 /// What the gradient monitor records: per-layer statistics per recorded step, in a bounded
 /// history that downsamples its oldest half (and says so) instead of dropping steps silently.
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -10,7 +11,16 @@
 
 namespace gradscope::diagnostics {
 
-inline constexpr double not_measured = std::numeric_limits<double>::quiet_NaN();
+/// The value of a statistic that was not measured: a quiet NaN with a payload of its own, so a
+/// measured NaN (which the reports must show, never hide) is told apart from "not measured".
+/// Arithmetic never produces this payload: NaNs made by invalid operations carry none, and a
+/// float NaN widened to double leaves the low payload bits that mark this one at zero.
+inline constexpr double not_measured = std::bit_cast<double>(std::uint64_t{0x7ff8'0000'6e6d'6e6dULL});
+
+/// Whether `v` holds a measurement, possibly a non-finite one.
+constexpr bool measured(double v) noexcept {
+  return std::bit_cast<std::uint64_t>(v) != std::bit_cast<std::uint64_t>(not_measured);
+}
 
 /// A layer the monitor follows: a module that owns parameters.
 struct LayerInfo {
@@ -21,7 +31,7 @@ struct LayerInfo {
   bool in_flow = false;    ///< a dense layer: part of the gradient-flow chain (gain, verdicts)
 };
 
-/// One layer at one recorded step. Unmeasured values are NaN.
+/// One layer at one recorded step. Unmeasured values are `not_measured` (test with `measured`).
 struct LayerStats {
   double weight_grad_norm = not_measured;  ///< ||dL/dW||
   double bias_grad_norm = not_measured;    ///< ||dL/db||: Nielsen's "speed of learning"
@@ -38,7 +48,7 @@ struct LayerStats {
 
   /// The gradient-flow measure: the per-sample delta norm when measured, else the weight
   /// gradient norm.
-  double flow_norm() const { return std::isnan(delta_norm) ? weight_grad_norm : delta_norm; }
+  double flow_norm() const { return measured(delta_norm) ? delta_norm : weight_grad_norm; }
 };
 
 /// Every layer at one recorded step, plus the global numbers.
@@ -59,11 +69,14 @@ class History {
 
   /// Whether a step with this index would be kept at the current spacing.
   bool wants(std::int64_t step) const { return step % spacing() == 0; }
-  /// Appends a record; when that overfills the history, keeps every other record (the first
-  /// included) and doubles the spacing, so the records stay evenly spaced.
+  /// Appends a record; when the history is then full, keeps every other record (the first
+  /// included) and doubles the spacing, so the records stay evenly spaced. Thinning happens only
+  /// at an odd count (capacity + 1 for an even capacity, capacity for an odd one), so the record
+  /// just appended is always kept: the latest step stays the latest record.
   void push(StepRecord r) {
     records_.push_back(std::move(r));
-    if (records_.size() > capacity_) {
+    const std::size_t n = records_.size();
+    if (n > capacity_ || (n == capacity_ && n % 2 == 1)) {
       std::vector<StepRecord> kept;
       kept.reserve(capacity_);
       for (std::size_t i = 0; i < records_.size(); i += 2) kept.push_back(std::move(records_[i]));

@@ -18,17 +18,29 @@
 namespace gradscope::diagnostics {
 
 namespace detail {
-/// "1.23e-02", or "-" when not measured.
+/// "1.23e-02"; "nan", "inf" or "-inf" for a measured non-finite value; "-" when not measured.
 inline std::string sci(double v) {
-  if (std::isnan(v)) return "-";
+  if (!measured(v)) return "-";
+  if (std::isnan(v)) return "nan";  // glibc prints "-nan" for the sign-bit NaN of 0/0
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2e", v);
   return buf;
 }
-/// Full precision for machine-readable outputs.
+/// A gain for its 9-character column: "%.3f" between 1e-3 and 1e4, where three decimals carry
+/// the information, else "%.2e" (so 1e-6 does not read as 0.000 and 1e16 keeps to its column).
+inline std::string gain_text(double g) {
+  if (!measured(g)) return "-";
+  const double a = std::abs(g);
+  if (!std::isfinite(g) || a == 0 || a < 1e-3 || a >= 1e4) return sci(g);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", g);
+  return buf;
+}
+/// Shortest round-trip text for machine-readable outputs: parsing it gives the same double.
 inline std::string exact(double v) {
+  if (std::isnan(v)) return "nan";
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
+  std::snprintf(buf, sizeof buf, "%.17g", v);
   return buf;
 }
 inline std::string json_string(const std::string& s) {
@@ -137,8 +149,10 @@ inline std::vector<std::size_t> flow_layers(const std::vector<LayerInfo>& layers
 inline std::vector<double> gains(const std::vector<LayerInfo>& layers, const StepRecord& r) {
   std::vector<double> g(layers.size(), not_measured);
   const auto f = flow_layers(layers);
-  for (std::size_t k = 0; k + 1 < f.size(); ++k)
-    g[f[k]] = r.layers[f[k]].flow_norm() / r.layers[f[k + 1]].flow_norm();
+  for (std::size_t k = 0; k + 1 < f.size(); ++k) {
+    const double a = r.layers[f[k]].flow_norm(), b = r.layers[f[k + 1]].flow_norm();
+    g[f[k]] = measured(a) && measured(b) ? a / b : not_measured;
+  }
   return g;
 }
 }  // namespace detail
@@ -182,12 +196,10 @@ inline std::string format_report(const std::vector<LayerInfo>& layers, const His
     if (s.nan_count + s.inf_count > 0) flags += 'N';
     std::string kind = layers[l].kind;
     if (kind.size() > 23) kind = kind.substr(0, 22) + "~";
-    char g[16];
-    std::snprintf(g, sizeof g, "%.3f", gain[l]);
     os << std::left << std::setw(pw) << layers[l].path << std::setw(24) << kind << std::setw(12)
        << layers[l].shape << std::right << std::setw(10) << detail::sci(s.weight_grad_norm)
        << std::setw(10) << detail::sci(s.bias_grad_norm) << std::setw(10)
-       << detail::sci(s.delta_norm) << std::setw(9) << (std::isnan(gain[l]) ? "-" : g)
+       << detail::sci(s.delta_norm) << std::setw(9) << detail::gain_text(gain[l])
        << std::setw(10) << detail::sci(s.update_ratio) << "  "
        << detail::sparkline(detail::flow_series(h, l), lo, hi);
     const std::size_t spark = std::min<std::size_t>(24, h.size());
@@ -199,17 +211,19 @@ inline std::string format_report(const std::vector<LayerInfo>& layers, const His
 }
 
 /// CSV with header step,layer,kind,metric,value: one row per recorded step, layer and measured
-/// metric, plus rows with an empty layer for the loss and the total norm.
+/// metric, plus rows with an empty layer for the loss and the total norm. Values round-trip
+/// exactly (%.17g); a measured NaN or Inf is written as nan, inf or -inf (strtod, Python's float
+/// and pandas read them), an unmeasured one has no row.
 inline void write_csv(std::ostream& os, const std::vector<LayerInfo>& layers, const History& h) {
   os << "step,layer,kind,metric,value\n";
   for (const auto& r : h.records()) {
-    if (!std::isnan(r.loss)) os << r.step << ",,,loss," << detail::exact(r.loss) << '\n';
-    if (!std::isnan(r.total_norm))
+    if (measured(r.loss)) os << r.step << ",,,loss," << detail::exact(r.loss) << '\n';
+    if (measured(r.total_norm))
       os << r.step << ",,,total_norm," << detail::exact(r.total_norm) << '\n';
     for (std::size_t l = 0; l < layers.size(); ++l)
       for (const auto& m : detail::metrics()) {
         const double v = m.get(r.layers[l]);
-        if (std::isnan(v)) continue;
+        if (!measured(v)) continue;
         os << r.step << ',' << detail::csv_field(layers[l].path) << ','
            << detail::csv_field(layers[l].kind) << ',' << m.name << ',' << detail::exact(v)
            << '\n';
@@ -218,7 +232,8 @@ inline void write_csv(std::ostream& os, const std::vector<LayerInfo>& layers, co
 }
 
 /// JSON Lines: one object per recorded step, {"step", "loss", "total_norm", "layers": [...]},
-/// unmeasured or non-finite numbers as null.
+/// unmeasured or non-finite numbers as null (JSON has no NaN; each layer's nan_count and
+/// inf_count say which nulls are non-finite measurements).
 inline void write_jsonl(std::ostream& os, const std::vector<LayerInfo>& layers, const History& h) {
   for (const auto& r : h.records()) {
     os << "{\"step\":" << r.step << ",\"loss\":" << detail::json_number(r.loss)
