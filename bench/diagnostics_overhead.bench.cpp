@@ -40,9 +40,9 @@
 
 #include <atomic>
 #include <cerrno>
-#include <ctime>
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <vector>
 
@@ -266,7 +266,9 @@ void BM_record_update(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_step<false>)->Name("diagnostics_overhead/step/plain")->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_step<true>)->Name("diagnostics_overhead/step/monitored")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_step<true>)
+    ->Name("diagnostics_overhead/step/monitored")
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_step_interleaved)
     ->Name("diagnostics_overhead/step/interleaved")
     ->ArgName("track_updates")

@@ -10,8 +10,8 @@
 // pool of 4 random batches (pixels uniform in [0, 1), labels uniform in 0..9), so they do the
 // same arithmetic step after step. The nets (bench/reference/nets.hpp):
 //   A [784,30,30,30,30,10] sigmoid, batch 10 and 128     B [784, 8x256, 10] ReLU, batch 32, 128
-//   C [784,1024,1024,10] ReLU, batch 128                 D = B with BatchNorm after each hidden Dense
-//   E Dense 784->256, 8 residual blocks h + W2 relu(W1 h), Dense 256->10, batch 128
+//   C [784,1024,1024,10] ReLU, batch 128                 D = B with BatchNorm after each hidden
+//   Dense E Dense 784->256, 8 residual blocks h + W2 relu(W1 h), Dense 256->10, batch 128
 //
 // Benchmarks, per net and batch (name mlp_train/<net>/batch:<n>/<impl>):
 //   .../gradscope   the library's step
@@ -67,7 +67,7 @@ struct Case {
   char net;
   Eigen::Index batch;
 };
-constexpr Case kCases[] = {{'A', 10}, {'A', 128}, {'B', 32}, {'B', 128},
+constexpr Case kCases[] = {{'A', 10},  {'A', 128}, {'B', 32}, {'B', 128},
                            {'C', 128}, {'D', 128}, {'E', 128}};
 
 // The batches: both as Eigen matrices (for the twin) and as constant tensors sharing nothing with

@@ -48,7 +48,9 @@ Mat random(Index rows, Index cols, std::uint64_t seed, float lo = -1, float hi =
   return m;
 }
 
-gs::Tensor<float> param(const Mat& m, int rank = 2) { return gs::Tensor<float>::parameter(m, rank); }
+gs::Tensor<float> param(const Mat& m, int rank = 2) {
+  return gs::Tensor<float>::parameter(m, rank);
+}
 
 // ---- the ops: each has the gradscope step and the Eigen twin, forward and forward_backward ----
 
@@ -58,8 +60,17 @@ struct Matmul {
   gs::Tensor<float> a, b;
   Mat A, B, C, G, dA, dB;
   Matmul(Index m, Index k, Index n)
-      : M(m), K(k), N(n), a(param(random(m, k, 1))), b(param(random(k, n, 2))), A(random(m, k, 1)),
-        B(random(k, n, 2)), C(m, n), G(random(m, n, 3)), dA(m, k), dB(k, n) {}
+      : M(m),
+        K(k),
+        N(n),
+        a(param(random(m, k, 1))),
+        b(param(random(k, n, 2))),
+        A(random(m, k, 1)),
+        B(random(k, n, 2)),
+        C(m, n),
+        G(random(m, n, 3)),
+        dA(m, k),
+        dB(k, n) {}
   double flops(bool backward) const { return (backward ? 6.0 : 2.0) * M * N * K; }
   void ours(bool backward) {
     tape.reset();
@@ -86,9 +97,20 @@ struct Linear {
   gs::Tensor<float> x, w, b;
   Mat X, W, bias, Y, G, dX, dW, db;
   Linear(Index m, Index k, Index n)
-      : M(m), K(k), N(n), x(param(random(m, k, 1))), w(param(random(n, k, 2))),
-        b(param(random(1, n, 4), 1)), X(random(m, k, 1)), W(random(n, k, 2)), bias(random(1, n, 4)),
-        Y(m, n), G(random(m, n, 3)), dX(m, k), dW(n, k), db(1, n) {}
+      : M(m),
+        K(k),
+        N(n),
+        x(param(random(m, k, 1))),
+        w(param(random(n, k, 2))),
+        b(param(random(1, n, 4), 1)),
+        X(random(m, k, 1)),
+        W(random(n, k, 2)),
+        bias(random(1, n, 4)),
+        Y(m, n),
+        G(random(m, n, 3)),
+        dX(m, k),
+        dW(n, k),
+        db(1, n) {}
   double flops(bool backward) const { return (backward ? 6.0 : 2.0) * M * N * K; }
   void ours(bool backward) {
     tape.reset();
@@ -120,7 +142,12 @@ struct Elementwise {
   gs::Tensor<float> x;
   Mat X, Y, G, dX;
   Elementwise(Index m, Index n)
-      : M(m), N(n), x(param(random(m, n, 1))), X(random(m, n, 1)), Y(m, n), G(random(m, n, 3)),
+      : M(m),
+        N(n),
+        x(param(random(m, n, 1))),
+        X(random(m, n, 1)),
+        Y(m, n),
+        G(random(m, n, 3)),
         dX(m, n) {}
   double flops(bool) const { return 0; }
   void ours(bool backward) {
@@ -153,7 +180,8 @@ struct SoftmaxCrossEntropy {
   SoftmaxCrossEntropy(Index m, Index n)
       : M(m), N(n), x(param(random(m, n, 1, -4, 4))), X(random(m, n, 1, -4, 4)), dX(m, n) {
     gs::Rng rng(5);
-    for (Index i = 0; i < m; ++i) labels.push_back(static_cast<int>(rng.below(static_cast<std::uint64_t>(n))));
+    for (Index i = 0; i < m; ++i)
+      labels.push_back(static_cast<int>(rng.below(static_cast<std::uint64_t>(n))));
   }
   double flops(bool) const { return 0; }
   void ours(bool backward) {
@@ -191,12 +219,30 @@ struct BatchNorm {
   gs::Tensor<float> x, gamma, beta, running_mean, running_var;
   Mat X, Y, G, dX, xhat, g, bt, dg, dbt, mean, var, invstd, rm, rv, k, sdy, sdyx;
   BatchNorm(Index m, Index n)
-      : M(m), N(n), x(param(random(m, n, 1))), gamma(param(Mat::Ones(1, n), 1)),
-        beta(param(Mat::Zero(1, n), 1)), running_mean(gs::Tensor<float>::zeros(gs::Shape::vector(n))),
-        running_var(gs::Tensor<float>::ones(gs::Shape::vector(n))), X(random(m, n, 1)), Y(m, n),
-        G(random(m, n, 3)), dX(m, n), xhat(m, n), g(Mat::Ones(1, n)), bt(Mat::Zero(1, n)), dg(1, n),
-        dbt(1, n), mean(1, n), var(1, n), invstd(1, n), rm(Mat::Zero(1, n)), rv(Mat::Ones(1, n)),
-        k(1, n), sdy(1, n), sdyx(1, n) {}
+      : M(m),
+        N(n),
+        x(param(random(m, n, 1))),
+        gamma(param(Mat::Ones(1, n), 1)),
+        beta(param(Mat::Zero(1, n), 1)),
+        running_mean(gs::Tensor<float>::zeros(gs::Shape::vector(n))),
+        running_var(gs::Tensor<float>::ones(gs::Shape::vector(n))),
+        X(random(m, n, 1)),
+        Y(m, n),
+        G(random(m, n, 3)),
+        dX(m, n),
+        xhat(m, n),
+        g(Mat::Ones(1, n)),
+        bt(Mat::Zero(1, n)),
+        dg(1, n),
+        dbt(1, n),
+        mean(1, n),
+        var(1, n),
+        invstd(1, n),
+        rm(Mat::Zero(1, n)),
+        rv(Mat::Ones(1, n)),
+        k(1, n),
+        sdy(1, n),
+        sdyx(1, n) {}
   double flops(bool) const { return 0; }
   void ours(bool backward) {
     tape.reset();
@@ -234,7 +280,8 @@ struct BatchNorm {
       sdy = dbt * inv;
       sdyx = dg * inv;
       for (Index i = 0; i < M; ++i)
-        dX.row(i).array() = k.array() * (G.row(i).array() - sdy.array() - xhat.row(i).array() * sdyx.array());
+        dX.row(i).array() =
+            k.array() * (G.row(i).array() - sdy.array() - xhat.row(i).array() * sdyx.array());
     }
     benchmark::DoNotOptimize(Y.data());
   }
@@ -264,8 +311,9 @@ template <class Op, class... Dims>
 void add(const std::string& op, const std::string& shape, Dims... dims) {
   for (const bool gradscope : {true, false})
     for (const bool backward : {false, true}) {
-      const std::string name = "ops/" + op + "/" + shape + "/" + (gradscope ? "gradscope" : "eigen") +
-                               "/" + (backward ? "forward_backward" : "forward");
+      const std::string name = "ops/" + op + "/" + shape + "/" +
+                               (gradscope ? "gradscope" : "eigen") + "/" +
+                               (backward ? "forward_backward" : "forward");
       benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) {
         run<Op>(s, gradscope, backward, dims...);
       })->Unit(benchmark::kMicrosecond);
@@ -276,8 +324,8 @@ void add(const std::string& op, const std::string& shape, Dims... dims) {
 
 int main(int argc, char** argv) {
   // Shapes: the layers of the benchmark nets (batch 128; batch 10 for net A's first layer).
-  for (auto [m, k, n] : {std::array<Index, 3>{10, 784, 30}, {128, 784, 256}, {128, 256, 256},
-                         {128, 1024, 1024}}) {
+  for (auto [m, k, n] :
+       {std::array<Index, 3>{10, 784, 30}, {128, 784, 256}, {128, 256, 256}, {128, 1024, 1024}}) {
     const std::string shape = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
     add<Matmul>("matmul", shape, m, k, n);
     add<Linear>("linear", shape, m, k, n);
@@ -289,8 +337,8 @@ int main(int argc, char** argv) {
     add<BatchNorm>("batch_norm", shape, m, n);
   }
   for (auto [m, n] : {std::array<Index, 2>{10, 10}, {128, 10}, {128, 1000}}) {
-    add<SoftmaxCrossEntropy>("softmax_cross_entropy",
-                             std::to_string(m) + "x" + std::to_string(n), m, n);
+    add<SoftmaxCrossEntropy>("softmax_cross_entropy", std::to_string(m) + "x" + std::to_string(n),
+                             m, n);
   }
   benchmark::AddCustomContext("eigen_threads", std::to_string(Eigen::nbThreads()));
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());

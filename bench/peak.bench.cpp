@@ -36,9 +36,9 @@ void BM_peak_fma_fp32(benchmark::State& state) {
     benchmark::DoNotOptimize(sum);
   }
   const double flops_per_iteration = 2.0 * lanes * Chains * static_cast<double>(steps);
-  state.counters["GFLOP/s"] = benchmark::Counter(
-      flops_per_iteration * static_cast<double>(state.iterations()) * 1e-9,
-      benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops_per_iteration * static_cast<double>(state.iterations()) * 1e-9,
+                         benchmark::Counter::kIsRate);
 #ifdef EIGEN_VECTORIZE_FMA
   const char* fma = "fused";
 #else
@@ -50,7 +50,7 @@ void BM_peak_fma_fp32(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK_TEMPLATE(BM_peak_fma_fp32, 1);   // latency bound
+BENCHMARK_TEMPLATE(BM_peak_fma_fp32, 1);  // latency bound
 BENCHMARK_TEMPLATE(BM_peak_fma_fp32, 8);
 BENCHMARK_TEMPLATE(BM_peak_fma_fp32, 12);  // throughput bound on common x86 cores
 

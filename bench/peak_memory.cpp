@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
   gs::Matrix<float> x(batch, shape.in);
   std::vector<int> labels(static_cast<std::size_t>(batch));
   const auto next_batch = [&] {
-    for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(data_rng.uniform());
+    for (Eigen::Index i = 0; i < x.size(); ++i)
+      x.data()[i] = static_cast<float>(data_rng.uniform());
     for (auto& y : labels) y = static_cast<int>(data_rng.below(10));
   };
 

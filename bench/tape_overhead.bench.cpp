@@ -146,7 +146,7 @@ void twin_backward(const Array& V, Eigen::Ref<Eigen::ArrayXf> g) {
     g *= 1.0f - V.col(k + 4).square();  // tanh:       dy/dx = 1 - y^2
     g *= 2.0f * V.col(k + 2);           // mul(y, y):  d(y y)/dy = 2 y
     //                                      add_scalar: dy/dx = 1, nothing to do
-    g *= kScale;                        // scale:      dy/dx = s
+    g *= kScale;  // scale:      dy/dx = s
   }
 }
 
@@ -279,7 +279,11 @@ void BM_twin_forward(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_tape_forward_backward)->Name("tape_overhead/forward_backward")->ArgName("n")->Arg(1)->Arg(32);
+BENCHMARK(BM_tape_forward_backward)
+    ->Name("tape_overhead/forward_backward")
+    ->ArgName("n")
+    ->Arg(1)
+    ->Arg(32);
 BENCHMARK(BM_tape_forward)->Name("tape_overhead/forward")->ArgName("n")->Arg(1)->Arg(32);
 BENCHMARK(BM_twin_forward_backward)
     ->Name("tape_overhead/eigen_twin_forward_backward")

@@ -46,9 +46,9 @@ int main() {
   {
     gs::Tape<double> tape;
     const auto a = tape.variable(gs::Matrix<double>{{1, 2, 3}, {4, 5, 6}});  // [2, 3]
-    const auto row = gs::Tensor<double>::vector({10, 20, 30});              // [3], a constant
+    const auto row = gs::Tensor<double>::vector({10, 20, 30});               // [3], a constant
     const auto b = a + row;                                                  // [2, 3]
-    const auto per_row = gs::sum(b, gs::Reduce::per_row);                   // [2, 1]
+    const auto per_row = gs::sum(b, gs::Reduce::per_row);                    // [2, 1]
     std::cout << "a " << a.shape() << " + row " << row.shape() << " -> " << b.shape() << ": "
               << str(b.value()) << '\n';
     std::cout << "sum per row -> " << per_row.shape() << ": " << str(per_row.value()) << '\n';
@@ -116,9 +116,9 @@ int main() {
               << ", requires_grad " << recorded.requires_grad() << '\n';
     gs::NoGrad no_grad;
     const auto plain = w * 3.0;
-    std::cout << "w * 3 inside NoGrad:  persistent " << plain.is_persistent()
-              << ", requires_grad " << plain.requires_grad() << ", value " << str(plain.value())
-              << ", tape size still " << tape.size() << '\n';
+    std::cout << "w * 3 inside NoGrad:  persistent " << plain.is_persistent() << ", requires_grad "
+              << plain.requires_grad() << ", value " << str(plain.value()) << ", tape size still "
+              << tape.size() << '\n';
   }
 
   // ---- 6. Anomaly mode: the first non-finite value throws, naming the op and the label ----

@@ -71,7 +71,8 @@ void apply_preset(Config& c, const std::string& name) {
     c.dropout = 0, c.optimizer = "sgd", c.lr = 0.1, c.weight_decay = 0, c.schedule = "none";
     c.epochs = 5, c.batch_size = 10, c.record_every = 50;
   } else {
-    throw CLI::ValidationError("--preset", "unknown preset '" + name + "' (known: demo, best, nielsen)");
+    throw CLI::ValidationError("--preset",
+                               "unknown preset '" + name + "' (known: demo, best, nielsen)");
   }
 }
 
@@ -112,8 +113,8 @@ std::shared_ptr<nn::Sequential<T>> build(const Config& c, gs::Index features, in
   } else {
     const bool pre = c.residual == "pre";
     for (int b = 0; b < std::max(1, (c.depth - 1) / 2); ++b)
-      net.add(nn::residual_block<T>(c.width, {pre ? nn::ResidualKind::pre : nn::ResidualKind::post,
-                                              c.batchnorm, init}));
+      net.add(nn::residual_block<T>(
+          c.width, {pre ? nn::ResidualKind::pre : nn::ResidualKind::post, c.batchnorm, init}));
     if (pre) {  // He et al. 2016 end the stack with BN and ReLU
       if (c.batchnorm) net.add<nn::BatchNorm>(c.width);
       net.add<nn::ReLU>();
@@ -124,7 +125,8 @@ std::shared_ptr<nn::Sequential<T>> build(const Config& c, gs::Index features, in
   return ptr;
 }
 
-std::unique_ptr<optim::Optimizer<T>> make_optimizer(const Config& c, std::vector<gs::Tensor<T>> params) {
+std::unique_ptr<optim::Optimizer<T>> make_optimizer(const Config& c,
+                                                    std::vector<gs::Tensor<T>> params) {
   const T lr = static_cast<T>(c.lr), wd = static_cast<T>(c.weight_decay), l1 = static_cast<T>(c.l1);
   if (c.optimizer == "sgd" || c.optimizer == "momentum" || c.optimizer == "nesterov") {
     optim::SGDOptions<T> o{.lr = lr, .weight_decay = wd, .l1 = l1};
@@ -180,7 +182,8 @@ int run(const Config& c) {
   } else {
     train = gs::data::load_idx_dataset<T>(c.data, "train");
     test = gs::data::load_idx_dataset<T>(c.data, "t10k");
-    source = c.data + " (" + std::to_string(train.size()) + " train, " + std::to_string(test.size()) + " test)";
+    source = c.data + " (" + std::to_string(train.size()) + " train, " +
+             std::to_string(test.size()) + " test)";
   }
   const int val_n = static_cast<int>(std::min<gs::Index>(c.validation, train.size() / 5));
   auto [fit, val] = train.split(val_n, c.seed);
@@ -191,7 +194,8 @@ int run(const Config& c) {
   const auto model = build(c, fit.features(), fit.classes);
   nn::Sequential<T>& net = *model;
   auto opt = make_optimizer(c, net.parameters());
-  gs::data::DataLoader<T> loader(fit, {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed});
+  gs::data::DataLoader<T> loader(fit,
+                                 {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed});
   const std::int64_t total_steps = loader.batches() * c.epochs;
   optim::LrScheduler<T> sched(*opt, make_schedule(c, total_steps));
   dg::GradientMonitor<T> monitor(net, {.every = c.record_every});
@@ -205,16 +209,17 @@ int run(const Config& c) {
   }
 
   std::printf("gradscope %s | data: %s | validation %d\n", gs::version(), source.c_str(), val_n);
-  std::printf("model: %d hidden layers of %d, %s, init %s%s%s%s | %lld parameters\n", c.depth,
-              c.width, c.activation.c_str(), initializer(c).name().c_str(),
-              c.batchnorm ? ", batch norm" : "",
-              c.residual == "none" ? "" : (", " + c.residual + "-activation residual blocks").c_str(),
-              c.dropout > 0 ? (", dropout " + std::to_string(c.dropout).substr(0, 4)).c_str() : "",
-              static_cast<long long>(net.parameter_count()));
-  std::printf("training: %s lr %g, schedule %s, batch %d, %d epochs%s%s\n\n", c.optimizer.c_str(),
-              c.lr, c.schedule.c_str(), c.batch_size, c.epochs,
-              c.clip_norm > 0 ? (", clip norm " + std::to_string(c.clip_norm)).c_str() : "",
-              c.weight_decay > 0 ? (", weight decay " + std::to_string(c.weight_decay)).c_str() : "");
+  std::printf(
+      "model: %d hidden layers of %d, %s, init %s%s%s%s | %lld parameters\n", c.depth, c.width,
+      c.activation.c_str(), initializer(c).name().c_str(), c.batchnorm ? ", batch norm" : "",
+      c.residual == "none" ? "" : (", " + c.residual + "-activation residual blocks").c_str(),
+      c.dropout > 0 ? (", dropout " + std::to_string(c.dropout).substr(0, 4)).c_str() : "",
+      static_cast<long long>(net.parameter_count()));
+  std::printf(
+      "training: %s lr %g, schedule %s, batch %d, %d epochs%s%s\n\n", c.optimizer.c_str(), c.lr,
+      c.schedule.c_str(), c.batch_size, c.epochs,
+      c.clip_norm > 0 ? (", clip norm " + std::to_string(c.clip_norm)).c_str() : "",
+      c.weight_decay > 0 ? (", weight decay " + std::to_string(c.weight_decay)).c_str() : "");
 
   gs::Tape<T> tape;
   const auto params = net.parameters();
@@ -246,9 +251,11 @@ int run(const Config& c) {
     total_seconds += secs;
     const auto [val_acc, val_loss] = evaluate(net, val);
     const auto diagnosis = monitor.diagnose();
-    std::printf("epoch %2d  train loss %.4f  val loss %.4f  val acc %.2f%%  %6.0f samples/s  gradients: %s\n",
-                epoch + 1, loss_sum / static_cast<double>(seen), val_loss, 100 * val_acc,
-                static_cast<double>(seen) / secs, dg::verdict_name(diagnosis.verdict()));
+    std::printf(
+        "epoch %2d  train loss %.4f  val loss %.4f  val acc %.2f%%  %6.0f samples/s  gradients: "
+        "%s\n",
+        epoch + 1, loss_sum / static_cast<double>(seen), val_loss, 100 * val_acc,
+        static_cast<double>(seen) / secs, dg::verdict_name(diagnosis.verdict()));
     std::fflush(stdout);
     if (!c.checkpoint.empty())
       gs::io::save_checkpoint(c.checkpoint, net, opt.get(),
@@ -263,29 +270,38 @@ int run(const Config& c) {
   monitor.write_csv((dir / "gradients.csv").string());
   monitor.write_jsonl((dir / "gradients.jsonl").string());
   monitor.write_svg((dir / "gradient_flow.svg").string(), {.title = "Gradient flow: " + source});
-  gs::io::save_checkpoint(dir / "model.safetensors", net, opt.get(),
-                          {{"epoch", std::to_string(c.epochs)}, {"test_accuracy", std::to_string(test_acc)}});
-  std::printf("reports: %s/{gradients.csv, gradients.jsonl, gradient_flow.svg, model.safetensors}\n",
-              c.report_dir.c_str());
+  gs::io::save_checkpoint(
+      dir / "model.safetensors", net, opt.get(),
+      {{"epoch", std::to_string(c.epochs)}, {"test_accuracy", std::to_string(test_acc)}});
+  std::printf(
+      "reports: %s/{gradients.csv, gradients.jsonl, gradient_flow.svg, model.safetensors}\n",
+      c.report_dir.c_str());
   return 0;
 }
 
 int main(int argc, char** argv) {
   Config c;
   CLI::App app{"Train a deep MLP on MNIST-format data and diagnose its gradients (gradscope)"};
-  app.add_option("--preset", c.preset, "named configuration: demo, best, nielsen (other options override it)");
-  auto* data = app.add_option("--data", c.data, "directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]");
-  auto* synth = app.add_flag("--synthetic", c.synthetic, "use procedurally drawn digits instead of files");
+  app.add_option("--preset", c.preset,
+                 "named configuration: demo, best, nielsen (other options override it)");
+  auto* data = app.add_option("--data", c.data,
+                              "directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]");
+  auto* synth =
+      app.add_flag("--synthetic", c.synthetic, "use procedurally drawn digits instead of files");
   data->excludes(synth);
-  app.add_option("--synthetic-size", c.synthetic_size, "training images when --synthetic")->check(CLI::Range(100, 1000000));
+  app.add_option("--synthetic-size", c.synthetic_size, "training images when --synthetic")
+      ->check(CLI::Range(100, 1000000));
   app.add_option("--depth", c.depth, "hidden dense layers")->check(CLI::Range(1, 1000));
   app.add_option("--width", c.width, "units per hidden layer")->check(CLI::Range(1, 100000));
   app.add_option("--activation", c.activation, "hidden activation")
       ->check(CLI::IsMember({"sigmoid", "tanh", "relu", "leaky_relu", "elu"}));
-  app.add_option("--init", c.init, "auto, zeros, xavier_uniform, xavier_normal, he_uniform, he_normal, lecun_normal, nielsen")
+  app.add_option(
+         "--init", c.init,
+         "auto, zeros, xavier_uniform, xavier_normal, he_uniform, he_normal, lecun_normal, nielsen")
       ->check(CLI::IsMember({"auto", "zeros", "xavier_uniform", "xavier_normal", "he_uniform",
                              "he_normal", "lecun_normal", "nielsen"}));
-  app.add_flag("--batchnorm,!--no-batchnorm", c.batchnorm, "batch normalisation after each hidden dense layer");
+  app.add_flag("--batchnorm,!--no-batchnorm", c.batchnorm,
+               "batch normalisation after each hidden dense layer");
   app.add_option("--residual", c.residual, "none, post or pre-activation residual blocks")
       ->check(CLI::IsMember({"none", "post", "pre"}));
   app.add_option("--dropout", c.dropout, "dropout probability")->check(CLI::Range(0.0, 0.95));
@@ -294,16 +310,22 @@ int main(int argc, char** argv) {
   app.add_option("--lr", c.lr, "learning rate")->check(CLI::PositiveNumber);
   app.add_option("--schedule", c.schedule, "none, cosine, warmup-cosine, step")
       ->check(CLI::IsMember({"none", "cosine", "warmup-cosine", "step"}));
-  app.add_option("--weight-decay", c.weight_decay, "L2 weight decay (decoupled for adamw)")->check(CLI::NonNegativeNumber);
+  app.add_option("--weight-decay", c.weight_decay, "L2 weight decay (decoupled for adamw)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--l1", c.l1, "L1 regularisation strength")->check(CLI::NonNegativeNumber);
-  app.add_option("--clip-norm", c.clip_norm, "clip gradients to this global L2 norm (0: off)")->check(CLI::NonNegativeNumber);
-  app.add_option("--clip-value", c.clip_value, "clip gradient elements to +-value (0: off)")->check(CLI::NonNegativeNumber);
+  app.add_option("--clip-norm", c.clip_norm, "clip gradients to this global L2 norm (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--clip-value", c.clip_value, "clip gradient elements to +-value (0: off)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--epochs", c.epochs, "training epochs")->check(CLI::Range(1, 10000));
   app.add_option("--batch-size", c.batch_size, "batch size")->check(CLI::Range(1, 1000000));
   app.add_option("--seed", c.seed, "random seed");
-  app.add_option("--threads", c.threads, "Eigen threads (effective when built with OpenMP)")->check(CLI::Range(1, 256));
-  app.add_option("--validation", c.validation, "training images held out for validation")->check(CLI::Range(1, 1000000));
-  app.add_option("--record-every", c.record_every, "record gradients every N steps")->check(CLI::Range(1, 1000000));
+  app.add_option("--threads", c.threads, "Eigen threads (effective when built with OpenMP)")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--validation", c.validation, "training images held out for validation")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--record-every", c.record_every, "record gradients every N steps")
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--report-dir", c.report_dir, "where the CSV, JSON Lines, SVG and checkpoint go");
   app.add_option("--checkpoint", c.checkpoint, "save a checkpoint here after every epoch");
   app.add_option("--resume", c.resume, "resume from this checkpoint");
@@ -321,10 +343,12 @@ int main(int argc, char** argv) {
       app.parse(argc, argv);
     }
     if (c.data.empty() && !c.synthetic)
-      throw CLI::ValidationError("--data", "give --data DIR (an MNIST-format directory) or --synthetic");
+      throw CLI::ValidationError("--data",
+                                 "give --data DIR (an MNIST-format directory) or --synthetic");
     if (!c.data.empty() && !std::filesystem::is_directory(c.data))
-      throw CLI::ValidationError("--data", "data directory '" + c.data +
-                                               "' not found (run scripts/get-data.sh fashion, or pass --synthetic)");
+      throw CLI::ValidationError(
+          "--data", "data directory '" + c.data +
+                        "' not found (run scripts/get-data.sh fashion, or pass --synthetic)");
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {

@@ -38,12 +38,13 @@ void nielsen_table(const gs::data::Dataset<T>& train, int seeds) {
   const gs::Index n = std::min<gs::Index>(1000, train.size());
   gs::Tensor<T> x(train.images.topRows(n));
   const std::span<const int> y(train.labels.data(), static_cast<std::size_t>(n));
-  std::printf("1. Nielsen's table: ||dC/db|| per hidden layer at initialisation, first %lld "
-              "training images,\n   sigmoid everywhere, cross-entropy on sigmoid outputs, "
-              "init::nielsen, mean +- std over %d seeds\n\n",
-              static_cast<long long>(n), seeds);
-  std::printf("   %-22s %-44s %-30s %s\n", "network", "gradscope (hidden layer 1, 2, ...)",
-              "book", "per-layer ratio");
+  std::printf(
+      "1. Nielsen's table: ||dC/db|| per hidden layer at initialisation, first %lld "
+      "training images,\n   sigmoid everywhere, cross-entropy on sigmoid outputs, "
+      "init::nielsen, mean +- std over %d seeds\n\n",
+      static_cast<long long>(n), seeds);
+  std::printf("   %-22s %-44s %-30s %s\n", "network", "gradscope (hidden layer 1, 2, ...)", "book",
+              "per-layer ratio");
   for (int hidden = 1; hidden <= 4; ++hidden) {
     std::vector<std::vector<double>> norms(static_cast<std::size_t>(hidden));
     for (int s = 0; s < seeds; ++s) {
@@ -58,7 +59,8 @@ void nielsen_table(const gs::data::Dataset<T>& train, int seeds) {
       net.add<nn::Dense>(in, 10, gs::init::nielsen);
       net.add<nn::Sigmoid>();
       const auto v = dg::nielsen_gradient_norms(net, x, y);
-      for (int h = 0; h < hidden; ++h) norms[static_cast<std::size_t>(h)].push_back(v[static_cast<std::size_t>(h)].value);
+      for (int h = 0; h < hidden; ++h)
+        norms[static_cast<std::size_t>(h)].push_back(v[static_cast<std::size_t>(h)].value);
     }
     std::string ours, theirs, ratio;
     std::vector<double> means;
@@ -86,8 +88,8 @@ void nielsen_table(const gs::data::Dataset<T>& train, int seeds) {
     std::string net = "[784,";
     for (int h = 0; h < hidden; ++h) net += "30,";
     net += "10]";
-    std::printf("   %-22s %-44s %-30s %s\n", net.c_str(), ours.c_str(), theirs.empty() ? "-" : theirs.c_str(),
-                ratio.empty() ? "-" : ratio.c_str());
+    std::printf("   %-22s %-44s %-30s %s\n", net.c_str(), ours.c_str(),
+                theirs.empty() ? "-" : theirs.c_str(), ratio.empty() ? "-" : ratio.c_str());
   }
   std::printf("\n");
 }
@@ -114,9 +116,12 @@ struct Outcome {
 std::shared_ptr<nn::Sequential<T>> remedy_net(const Remedy& r, int depth, gs::Index in, int width) {
   auto net = std::make_shared<nn::Sequential<T>>();
   auto act = [&](nn::Sequential<T>& s) {
-    if (r.activation == "sigmoid") s.add<nn::Sigmoid>();
-    else if (r.activation == "tanh") s.add<nn::Tanh>();
-    else s.add<nn::ReLU>();
+    if (r.activation == "sigmoid")
+      s.add<nn::Sigmoid>();
+    else if (r.activation == "tanh")
+      s.add<nn::Tanh>();
+    else
+      s.add<nn::ReLU>();
   };
   net->add<nn::Dense>(in, width, r.init);
   if (r.batchnorm) net->add<nn::BatchNorm>(width);
@@ -141,14 +146,16 @@ std::shared_ptr<nn::Sequential<T>> remedy_net(const Remedy& r, int depth, gs::In
 }
 
 // First/last flow-norm ratio and gain of a monitor's records [from, to).
-std::pair<double, double> flow_ratio(const dg::GradientMonitor<T>& m, std::size_t from, std::size_t to) {
+std::pair<double, double> flow_ratio(const dg::GradientMonitor<T>& m, std::size_t from,
+                                     std::size_t to) {
   std::vector<std::size_t> flow;
   for (std::size_t l = 0; l < m.layers().size(); ++l)
     if (m.layers()[l].in_flow) flow.push_back(l);
   std::vector<double> ratios;
   const auto& recs = m.history().records();
   for (std::size_t r = from; r < to && r < recs.size(); ++r)
-    ratios.push_back(recs[r].layers[flow.front()].flow_norm() / recs[r].layers[flow.back()].flow_norm());
+    ratios.push_back(recs[r].layers[flow.front()].flow_norm() /
+                     recs[r].layers[flow.back()].flow_norm());
   const double ratio = dg::detail::median(ratios);
   return {ratio, std::pow(ratio, 1.0 / static_cast<double>(flow.size() - 1))};
 }
@@ -157,7 +164,9 @@ Outcome run_remedy(const Remedy& r, int depth, const gs::data::Dataset<T>& train
                    const gs::data::Dataset<T>& test, std::uint64_t seed) {
   gs::manual_seed(seed);
   auto net = remedy_net(r, depth, train.features(), 64);
-  optim::SGD<T> opt(net->parameters(), {.lr = static_cast<float>(r.lr), .momentum = 0.9f, .non_finite = optim::NonFinite::proceed});
+  optim::SGD<T> opt(
+      net->parameters(),
+      {.lr = static_cast<float>(r.lr), .momentum = 0.9f, .non_finite = optim::NonFinite::proceed});
   dg::GradientMonitor<T> monitor(*net, {.every = 1, .track_updates = false});
   gs::data::DataLoader<T> loader(train, {.batch_size = 32, .shuffle = true, .seed = seed});
   gs::Tape<T> tape;
@@ -193,21 +202,27 @@ void write_chart(const std::string& path, const std::vector<Remedy>& remedies,
   const int panel_h = 50 + 26 * static_cast<int>(remedies.size());
   const int H = 60 + panel_h * static_cast<int>(depths.size());
   const double lo = -12, hi = 12;
-  os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\""
+  os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
+        "width=\""
      << W << "\" height=\"" << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
      << "<text x=\"20\" y=\"24\" font-size=\"16\" font-weight=\"bold\">First / last layer gradient "
         "ratio (log10): blue at initialisation, orange after one epoch</text>\n"
-     << "<text x=\"20\" y=\"42\" fill=\"#444\">0 = the gradient reaches the first layer undiminished; "
+     << "<text x=\"20\" y=\"42\" fill=\"#444\">0 = the gradient reaches the first layer "
+        "undiminished; "
         "below -2 vanishing, above 2 exploding</text>\n";
-  auto xpos = [&](double v) { return left + (std::clamp(v, lo, hi) - lo) / (hi - lo) * (W - left - right); };
+  auto xpos = [&](double v) {
+    return left + (std::clamp(v, lo, hi) - lo) / (hi - lo) * (W - left - right);
+  };
   for (std::size_t d = 0; d < depths.size(); ++d) {
     const int top = 60 + panel_h * static_cast<int>(d);
-    os << "<text x=\"20\" y=\"" << top + 14 << "\" font-weight=\"bold\">depth " << depths[d] << "</text>\n";
+    os << "<text x=\"20\" y=\"" << top + 14 << "\" font-weight=\"bold\">depth " << depths[d]
+       << "</text>\n";
     for (int e = static_cast<int>(lo); e <= static_cast<int>(hi); e += 2)
-      os << "<line x1=\"" << xpos(e) << "\" x2=\"" << xpos(e) << "\" y1=\"" << top + 20 << "\" y2=\""
-         << top + panel_h - 20 << "\" stroke=\"" << (e == 0 ? "#333" : "#ddd") << "\"/><text x=\"" << xpos(e)
-         << "\" y=\"" << top + panel_h - 6 << "\" text-anchor=\"middle\">" << e << "</text>\n";
+      os << "<line x1=\"" << xpos(e) << "\" x2=\"" << xpos(e) << "\" y1=\"" << top + 20
+         << "\" y2=\"" << top + panel_h - 20 << "\" stroke=\"" << (e == 0 ? "#333" : "#ddd")
+         << "\"/><text x=\"" << xpos(e) << "\" y=\"" << top + panel_h - 6
+         << "\" text-anchor=\"middle\">" << e << "</text>\n";
     for (std::size_t k = 0; k < remedies.size(); ++k) {
       const double y = top + 24 + 26.0 * static_cast<double>(k);
       os << "<text x=\"" << left - 8 << "\" y=\"" << y + 14 << "\" text-anchor=\"end\">"
@@ -218,9 +233,10 @@ void write_chart(const std::string& path, const std::vector<Remedy>& remedies,
       for (int b = 0; b < 2; ++b) {
         if (!std::isfinite(vals[b])) continue;
         const double x0 = xpos(0), x1 = xpos(vals[b]);
-        os << "<rect data-remedy=\"" << remedies[k].name << "\" data-value=\"" << vals[b] << "\" x=\""
-           << std::min(x0, x1) << "\" y=\"" << y + 11 * b << "\" width=\"" << std::max(1.0, std::abs(x1 - x0))
-           << "\" height=\"10\" fill=\"" << colors[b] << "\"/>\n";
+        os << "<rect data-remedy=\"" << remedies[k].name << "\" data-value=\"" << vals[b]
+           << "\" x=\"" << std::min(x0, x1) << "\" y=\"" << y + 11 * b << "\" width=\""
+           << std::max(1.0, std::abs(x1 - x0)) << "\" height=\"10\" fill=\"" << colors[b]
+           << "\"/>\n";
       }
     }
   }
@@ -251,7 +267,8 @@ int main(int argc, char** argv) {
       train = gs::data::load_idx_dataset<T>(data_dir, "train");
       test = gs::data::load_idx_dataset<T>(data_dir, "t10k");
     }
-    std::printf("data: %s (%lld train, %lld test)\n\n", synthetic ? "synthetic digits" : data_dir.c_str(),
+    std::printf("data: %s (%lld train, %lld test)\n\n",
+                synthetic ? "synthetic digits" : data_dir.c_str(),
                 static_cast<long long>(train.size()), static_cast<long long>(test.size()));
     nielsen_table(train, seeds);
 
@@ -267,9 +284,10 @@ int main(int argc, char** argv) {
         {"exploding lr (0.1)", "relu", gs::init::he_normal, false, false, 1.0, 0.0, 0.1},
         {"  same + clip norm 1.0", "relu", gs::init::he_normal, false, false, 1.0, 1.0, 0.1},
     };
-    std::printf("2. Remedies: width 64, SGD momentum 0.9, lr 0.01 (unless named), batch 32, one "
-                "epoch;\n   ratio = first / last dense layer's per-sample gradient norm (median of "
-                "the last 10 steps after the epoch)\n\n");
+    std::printf(
+        "2. Remedies: width 64, SGD momentum 0.9, lr 0.01 (unless named), batch 32, one "
+        "epoch;\n   ratio = first / last dense layer's per-sample gradient norm (median of "
+        "the last 10 steps after the epoch)\n\n");
     std::vector<std::vector<Outcome>> results;
     for (int depth : depths) {
       std::printf("   depth %d\n   %-24s %12s %8s %12s %8s %9s  %s\n", depth, "configuration",
@@ -278,8 +296,9 @@ int main(int argc, char** argv) {
       for (const auto& r : remedies) {
         const Outcome o = run_remedy(r, depth, train, test, 42);
         results.back().push_back(o);
-        std::printf("   %-24s %12.3g %8.3f %12.3g %8.3f %8.2f%%  %s%s\n", r.name.c_str(), o.ratio0, o.gain0,
-                    o.ratio1, o.gain1, 100 * o.accuracy, o.verdict.c_str(), o.diverged ? " (diverged: NaN loss)" : "");
+        std::printf("   %-24s %12.3g %8.3f %12.3g %8.3f %8.2f%%  %s%s\n", r.name.c_str(), o.ratio0,
+                    o.gain0, o.ratio1, o.gain1, 100 * o.accuracy, o.verdict.c_str(),
+                    o.diverged ? " (diverged: NaN loss)" : "");
         std::fflush(stdout);
       }
       std::printf("\n");

@@ -99,10 +99,14 @@ class MlpReference {
   /// bias), so a gradscope Sequential built with the same Rng state holds the same values.
   /// BatchNorm (batch_norm = true) follows every hidden Dense, before the activation.
   MlpReference(std::vector<Index> sizes, Activation act, bool batch_norm, Index batch,
-               const gradscope::init::Initializer& init, gradscope::Rng& rng, T bn_momentum = T(0.1),
-               T bn_eps = T(1e-5))
-      : sizes_(std::move(sizes)), act_(act), bn_(batch_norm), batch_(batch),
-        momentum_(bn_momentum), eps_(bn_eps) {
+               const gradscope::init::Initializer& init, gradscope::Rng& rng,
+               T bn_momentum = T(0.1), T bn_eps = T(1e-5))
+      : sizes_(std::move(sizes)),
+        act_(act),
+        bn_(batch_norm),
+        batch_(batch),
+        momentum_(bn_momentum),
+        eps_(bn_eps) {
     // (the parameter list points into the member vectors: the object is neither copied nor moved)
     if (sizes_.size() < 2) throw std::invalid_argument("MlpReference: needs at least 2 sizes");
     const std::size_t L = sizes_.size() - 1;
@@ -213,8 +217,7 @@ class MlpReference {
 
  private:
   void check_input(const Mat<T>& X, std::span<const int> labels) const {
-    if (X.rows() != batch_ || X.cols() != sizes_[0] ||
-        static_cast<Index>(labels.size()) != batch_)
+    if (X.rows() != batch_ || X.cols() != sizes_[0] || static_cast<Index>(labels.size()) != batch_)
       throw std::invalid_argument("MlpReference: input or labels do not match the batch");
   }
 
@@ -233,7 +236,8 @@ class MlpReference {
     mean *= inv_n;
     // pass 2: biased variance
     var.setZero();
-    for (Index i = 0; i < batch_; ++i) var.row(0).array() += (A.row(i) - mean.row(0)).array().square();
+    for (Index i = 0; i < batch_; ++i)
+      var.row(0).array() += (A.row(i) - mean.row(0)).array().square();
     var *= inv_n;
     invstd_[l].array() = (var.array() + eps_).rsqrt();
     // pass 3: xhat, then gamma xhat + beta and the activation, in place
@@ -327,8 +331,7 @@ class ResidualReference {
                     const gradscope::init::Initializer& init,
                     const gradscope::init::Initializer& block_out_init, gradscope::Rng& rng)
       : in_(in), width_(width), classes_(classes), batch_(batch) {
-    const auto dense = [&](Index fan_in, Index fan_out,
-                           const gradscope::init::Initializer& init) {
+    const auto dense = [&](Index fan_in, Index fan_out, const gradscope::init::Initializer& init) {
       Layer d;
       d.W.resize(fan_out, fan_in);
       d.b.resize(1, fan_out);
@@ -417,7 +420,8 @@ class ResidualReference {
   Index batch() const noexcept { return batch_; }
   double step_flops() const {
     std::vector<Index> in{in_}, out{width_};
-    for (std::size_t k = 0; k < 2 * blocks_.size(); ++k) in.push_back(width_), out.push_back(width_);
+    for (std::size_t k = 0; k < 2 * blocks_.size(); ++k)
+      in.push_back(width_), out.push_back(width_);
     in.push_back(width_), out.push_back(classes_);
     return detail::dense_step_flops(in, out, batch_);
   }

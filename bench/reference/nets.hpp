@@ -7,7 +7,8 @@
 //   B  [784, 8 x 256, 10], ReLU, He-normal
 //   C  [784, 1024, 1024, 10], ReLU, He-normal
 //   D  B with BatchNorm after every hidden Dense (Dense, BatchNorm, ReLU)
-//   E  Dense 784 -> 256, 8 residual blocks h + W2 relu(W1 h + b1) + b2 of width 256, Dense 256 -> 10
+//   E  Dense 784 -> 256, 8 residual blocks h + W2 relu(W1 h + b1) + b2 of width 256, Dense 256 ->
+//   10
 #include <cmath>
 #include <memory>
 #include <span>
@@ -44,8 +45,12 @@ inline NetShape net_shape(char net) {
       s.activation = Activation::sigmoid;
       s.init = gradscope::init::xavier_uniform;
       return s;
-    case 'B': s.hidden.assign(8, 256); return s;
-    case 'C': s.hidden = {1024, 1024}; return s;
+    case 'B':
+      s.hidden.assign(8, 256);
+      return s;
+    case 'C':
+      s.hidden = {1024, 1024};
+      return s;
     case 'D':
       s.hidden.assign(8, 256);
       s.batch_norm = true;
@@ -58,7 +63,8 @@ inline NetShape net_shape(char net) {
       // (1 + 1/8)^8, about 2.6 (the idea behind Fixup and SkipInit initialisation).
       s.block_out_init = gradscope::init::he_normal_with(std::sqrt(2.0 / 8.0));
       return s;
-    default: throw std::invalid_argument(std::string("net_shape: unknown net ") + net);
+    default:
+      throw std::invalid_argument(std::string("net_shape: unknown net ") + net);
   }
 }
 

@@ -4,6 +4,6 @@
 #include "version.hpp"
 
 #include "core/core.hpp"
+#include "diagnostics/diagnostics.hpp"
 #include "nn/nn.hpp"
 #include "optim/optim.hpp"
-#include "diagnostics/diagnostics.hpp"

@@ -73,8 +73,10 @@ gb::NetShape small_shape(char kind) {
       s.activation = ref::Activation::sigmoid;
       s.init = gs::init::xavier_uniform;
       break;
-    case 'r': s.hidden = {6, 5, 5}; break;  // ReLU MLP (B, C)
-    case 'b':                               // ReLU MLP with BatchNorm (D)
+    case 'r':
+      s.hidden = {6, 5, 5};
+      break;   // ReLU MLP (B, C)
+    case 'b':  // ReLU MLP with BatchNorm (D)
       s.hidden = {6, 5};
       s.batch_norm = true;
       break;
@@ -107,9 +109,10 @@ TEST_CASE("reference twins: gradients match central finite differences in double
   }
 }
 
-TEST_CASE("reference twins: the benchmark nets start from gradscope's weights and take the same "
-          "SGD steps",
-          "[bench_reference]") {
+TEST_CASE(
+    "reference twins: the benchmark nets start from gradscope's weights and take the same "
+    "SGD steps",
+    "[bench_reference]") {
   const float lr = 0.05f;
   for (const char net : {'A', 'B', 'C', 'D', 'E'}) {
     SECTION(std::string("net ") + net) {

@@ -102,7 +102,8 @@ TEST_CASE("IDX parser names each malformation with its byte offset", "[data][idx
     auto b = header({0x80000000u, 28, 28});
     const auto msg = parse_error(b);
     CHECK_THAT(msg, Catch::Contains("exceeds the limit"));
-    CHECK_THAT(msg, Catch::Contains("byte 8"));  // 2^31 x 28 crosses the limit at the second dimension
+    CHECK_THAT(msg,
+               Catch::Contains("byte 8"));  // 2^31 x 28 crosses the limit at the second dimension
   }
   SECTION("a zero dimension") {
     auto b = header({0, 3});
@@ -132,7 +133,8 @@ TEST_CASE("a truncated or corrupt gzip file is reported, not half-read", "[data]
   data::IdxArray a;
   a.dims = {64, 28, 28};
   gs::Rng rng(3);
-  for (std::size_t i = 0; i < a.count(); ++i) a.data.push_back(static_cast<std::uint8_t>(rng.below(256)));
+  for (std::size_t i = 0; i < a.count(); ++i)
+    a.data.push_back(static_cast<std::uint8_t>(rng.below(256)));
   const auto path = temp_path("trunc.gz");
   data::write_idx(path, a, true);
   const auto size = std::filesystem::file_size(path);

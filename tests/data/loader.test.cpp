@@ -95,7 +95,8 @@ TEST_CASE("Dataset split, subset and standardisation", "[data][dataset]") {
   CHECK(sd2 == Approx(1).epsilon(1e-4));
 }
 
-TEST_CASE("synthetic_digits is deterministic, balanced and learnable-looking", "[data][synthetic]") {
+TEST_CASE("synthetic_digits is deterministic, balanced and learnable-looking",
+          "[data][synthetic]") {
   const auto a = data::synthetic_digits<float>(200, 3);
   const auto b = data::synthetic_digits<float>(200, 3);
   const auto c = data::synthetic_digits<float>(200, 4);

@@ -64,9 +64,9 @@ std::shared_ptr<nn::Sequential<T>> nielsen_net(const std::vector<gs::Index>& siz
 
 /// A plain MLP: Dense + ReLU for each hidden width, then Dense(last, classes).
 template <class T>
-std::shared_ptr<nn::Sequential<T>> relu_mlp(const std::vector<gs::Index>& sizes,
-                                            std::uint64_t seed,
-                                            const gs::init::Initializer& init = gs::init::he_normal) {
+std::shared_ptr<nn::Sequential<T>> relu_mlp(
+    const std::vector<gs::Index>& sizes, std::uint64_t seed,
+    const gs::init::Initializer& init = gs::init::he_normal) {
   gs::Rng rng(seed);
   auto net = std::make_shared<nn::Sequential<T>>();
   for (std::size_t i = 0; i + 1 < sizes.size(); ++i) {
@@ -380,14 +380,30 @@ class JsonParser {
       const char e = peek();
       ++i_;
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           if (i_ + 4 > s_.size()) fail("short \\u escape");
           unsigned code = 0;
@@ -405,7 +421,8 @@ class JsonParser {
           }
           break;
         }
-        default: fail("bad escape");
+        default:
+          fail("bad escape");
       }
     }
   }
@@ -467,7 +484,8 @@ inline std::vector<XmlElement> parse_xml(const std::string& s) {
       const auto semi = text.find(';', k);
       if (semi == std::string::npos) fail("unterminated entity");
       const std::string ent = text.substr(k + 1, semi - k - 1);
-      const bool named = ent == "lt" || ent == "gt" || ent == "amp" || ent == "quot" || ent == "apos";
+      const bool named =
+          ent == "lt" || ent == "gt" || ent == "amp" || ent == "quot" || ent == "apos";
       const bool numeric = ent.size() > 1 && ent[0] == '#';
       if (!named && !numeric) fail("unknown entity &" + ent + ";");
     }
@@ -479,7 +497,8 @@ inline std::vector<XmlElement> parse_xml(const std::string& s) {
   while (i < s.size()) {
     if (s[i] != '<') {
       const auto next = s.find('<', i);
-      const std::string text = s.substr(i, next == std::string::npos ? std::string::npos : next - i);
+      const std::string text =
+          s.substr(i, next == std::string::npos ? std::string::npos : next - i);
       if (stack.empty() && !trim(text).empty()) fail("text outside the root element");
       check_entities(text);
       if (next == std::string::npos) break;
@@ -506,7 +525,8 @@ inline std::vector<XmlElement> parse_xml(const std::string& s) {
       while (k < s.size() && std::isspace(static_cast<unsigned char>(s[k]))) ++k;
       if (k >= s.size() || s[k] != '>') fail("bad end tag");
       if (stack.empty() || stack.back() != name)
-        fail("end tag </" + name + "> does not match <" + (stack.empty() ? "" : stack.back()) + ">");
+        fail("end tag </" + name + "> does not match <" + (stack.empty() ? "" : stack.back()) +
+             ">");
       stack.pop_back();
       i = k + 1;
       continue;

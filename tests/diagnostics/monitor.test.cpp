@@ -48,10 +48,8 @@ TEST_CASE("record_gradients stores the numbers of the step it closes", "[diagnos
   // Our own hooks see the same tensors the monitor's hooks see.
   Mat relu_out;
   std::vector<Mat> deltas(2);
-  net->at(1).register_forward_hook(
-      [&](nn::Module<double>&, const gs::Tensor<double>&, const gs::Tensor<double>& y) {
-        relu_out = y.value();
-      });
+  net->at(1).register_forward_hook([&](nn::Module<double>&, const gs::Tensor<double>&,
+                                       const gs::Tensor<double>& y) { relu_out = y.value(); });
   for (int k = 0; k < 2; ++k)
     dense[static_cast<std::size_t>(k)]->register_forward_hook(
         [&deltas, k](nn::Module<double>&, const gs::Tensor<double>&, const gs::Tensor<double>& y) {
@@ -91,7 +89,8 @@ TEST_CASE("record_gradients stores the numbers of the step it closes", "[diagnos
     CHECK(s.grad_mean_abs == Approx(gw.cwiseAbs().mean()).epsilon(1e-12));
     CHECK(s.weight_norm == Approx(w_before[k].norm()).epsilon(1e-12));
     const Mat w_after = dense[k]->weight().value();
-    CHECK(s.update_ratio == Approx((w_after - w_before[k]).norm() / w_before[k].norm()).epsilon(1e-9));
+    CHECK(s.update_ratio ==
+          Approx((w_after - w_before[k]).norm() / w_before[k].norm()).epsilon(1e-9));
     // Per-sample delta norm: mean over the batch of ||dL/dy_i||.
     REQUIRE(deltas[k].rows() == 20);
     CHECK(s.delta_norm == Approx(deltas[k].rowwise().norm().mean()).epsilon(1e-12));
@@ -106,7 +105,8 @@ TEST_CASE("record_gradients stores the numbers of the step it closes", "[diagnos
   CHECK(s0.act_mean == Approx(mean).epsilon(1e-12));
   CHECK(s0.act_std == Approx(sd).epsilon(1e-9));
   int dead = 0;
-  for (gs::Index j = 0; j < relu_out.cols(); ++j) dead += (relu_out.col(j).array() > 0).any() ? 0 : 1;
+  for (gs::Index j = 0; j < relu_out.cols(); ++j)
+    dead += (relu_out.col(j).array() > 0).any() ? 0 : 1;
   CHECK(s0.dead_fraction == Approx(dead / 12.0));
   CHECK(std::isnan(s0.saturated_fraction));
   // The output layer has no activation: its activation numbers are not measured.
@@ -131,7 +131,8 @@ TEST_CASE("every = 3 records steps 0, 3, 6, ... and measures nothing in between"
         });
       });
   for (int s = 0; s < 11; ++s)
-    train_step(tape, *net, opt, &monitor, pixels<double>(8, 10, 100 + static_cast<std::uint64_t>(s)),
+    train_step(tape, *net, opt, &monitor,
+               pixels<double>(8, 10, 100 + static_cast<std::uint64_t>(s)),
                labels(8, 4, 200 + static_cast<std::uint64_t>(s)));
   CHECK(monitor.step() == 11);
   std::vector<std::int64_t> steps;
@@ -145,7 +146,8 @@ TEST_CASE("every = 3 records steps 0, 3, 6, ... and measures nothing in between"
     CHECK(std::isfinite(r.layers[0].update_ratio));
     CHECK(std::isfinite(r.loss));
   }
-  CHECK_THROWS_AS(dg::GradientMonitor<double>(*net, options([](auto& o) { o.every = 0; })), gs::ValueError);
+  CHECK_THROWS_AS(dg::GradientMonitor<double>(*net, options([](auto& o) { o.every = 0; })),
+                  gs::ValueError);
 }
 
 TEST_CASE("total_norm is the pre-clip global norm of every parameter gradient",
@@ -163,8 +165,9 @@ TEST_CASE("total_norm is the pre-clip global norm of every parameter gradient",
   gs::Tape<double> tape;
   for (int s = 0; s < 3; ++s) {
     tape.reset();
-    auto loss = nn::softmax_cross_entropy(net(pixels<double>(32, 16, 300 + static_cast<std::uint64_t>(s))),
-                                          labels(32, 5, 400 + static_cast<std::uint64_t>(s)));
+    auto loss =
+        nn::softmax_cross_entropy(net(pixels<double>(32, 16, 300 + static_cast<std::uint64_t>(s))),
+                                  labels(32, 5, 400 + static_cast<std::uint64_t>(s)));
     tape.backward(loss);
     const double before = gs::optim::grad_norm(net.parameters());
     monitor.record_gradients(loss.item());
@@ -276,7 +279,8 @@ TEST_CASE("eval-mode forwards do not overwrite the training step's statistics",
   tape.backward(loss);
   // Validation in eval mode, with and without a tape, between backward and record_gradients.
   net.eval();
-  const auto other = gs::Tensor<double>((pixels<double>(16, 10, 33).value().array() * 7.0 - 3.0).matrix());
+  const auto other =
+      gs::Tensor<double>((pixels<double>(16, 10, 33).value().array() * 7.0 - 3.0).matrix());
   {
     gs::NoGrad no_grad;
     net(other);

@@ -55,10 +55,12 @@ TEST_CASE("nielsen_gradient_norms is the norm of the mean dC/db and leaves gradi
   }
   const auto norms = dg::nielsen_gradient_norms(*net, x, y);
   const auto params = net->parameters();
-  for (std::size_t i = 0; i < params.size(); ++i) CHECK(gs::Matrix<double>(params[i].grad()) == before[i]);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    CHECK(gs::Matrix<double>(params[i].grad()) == before[i]);
 
   // The same quantity by hand: C = mean over samples of the sum over output units of the
-  // binary cross-entropy of sigmoid(z) against the one-hot label; report ||dC/db|| per hidden layer.
+  // binary cross-entropy of sigmoid(z) against the one-hot label; report ||dC/db|| per hidden
+  // layer.
   net->zero_grad();
   {
     gs::Tape<double> tape;
@@ -69,9 +71,9 @@ TEST_CASE("nielsen_gradient_norms is the norm of the mean dC/db and leaves gradi
     // -(t log a + (1 - t) log(1 - a)) with a = sigmoid(h), written out with elementary ops.
     const auto a = gs::sigmoid(h);
     const gs::Tensor<double> t(onehot);
-    const auto ce = gs::neg(gs::add(gs::mul(t, gs::log(a)),
-                                    gs::mul(gs::add_scalar(gs::neg(t), 1.0),
-                                            gs::log(gs::add_scalar(gs::neg(a), 1.0)))));
+    const auto ce =
+        gs::neg(gs::add(gs::mul(t, gs::log(a)), gs::mul(gs::add_scalar(gs::neg(t), 1.0),
+                                                        gs::log(gs::add_scalar(gs::neg(a), 1.0)))));
     tape.backward(gs::scale(gs::sum(ce), 1.0 / 50));
   }
   const auto dense = dense_layers(*net);
@@ -89,8 +91,7 @@ TEST_CASE("nielsen_gradient_norms: the softmax cost gives smaller norms with sim
   auto book = nielsen_net<double>(kNielsen4, 13);
   auto logits = nielsen_net<double>(kNielsen4, 13, /*final_sigmoid=*/false);  // same weights
   const auto a = dg::nielsen_gradient_norms(*book, x, y);
-  const auto b =
-      dg::nielsen_gradient_norms(*logits, x, y, dg::NielsenCost::softmax_cross_entropy);
+  const auto b = dg::nielsen_gradient_norms(*logits, x, y, dg::NielsenCost::softmax_cross_entropy);
   REQUIRE(a.size() == 4);
   REQUIRE(b.size() == 4);
   for (std::size_t k = 0; k < 4; ++k) {
@@ -167,7 +168,8 @@ TEST_CASE("the monitor finds vanishing gradients in the deep sigmoid network",
     CHECK(std::pow(gain, 4) == Approx(ratio).epsilon(1e-9));
     // The remedy names the cause: sigmoid's derivative bound.
     bool sigmoid_hint = false;
-    for (const auto& h : f->hints) sigmoid_hint = sigmoid_hint || h.find("1/4") != std::string::npos;
+    for (const auto& h : f->hints)
+      sigmoid_hint = sigmoid_hint || h.find("1/4") != std::string::npos;
     CHECK(sigmoid_hint);
     // Flow norms (per-sample deltas) grow toward the output at every layer.
     const auto& r = monitor.history().records().back();

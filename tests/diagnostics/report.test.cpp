@@ -44,7 +44,8 @@ struct Fixture {
     gs::optim::SGD<double> opt(net.parameters(), {.lr = 0.05});
     gs::Tape<double> tape;
     for (int s = 0; s < steps; ++s)
-      train_step(tape, net, opt, monitor.get(), pixels<double>(24, 12, 500 + static_cast<std::uint64_t>(s)),
+      train_step(tape, net, opt, monitor.get(),
+                 pixels<double>(24, 12, 500 + static_cast<std::uint64_t>(s)),
                  labels(24, 5, 600 + static_cast<std::uint64_t>(s)));
   }
   const std::vector<dg::LayerInfo>& layers() const { return monitor->layers(); }
@@ -93,7 +94,8 @@ TEST_CASE("the table shows the latest record with %.2e", "[diagnostics][report]"
   const auto report = fx.monitor->report();
   INFO(report);
   CHECK(report.rfind("gradient report: step 4, loss " + sci(fx.last().loss) +
-                         ", pre-clip total norm " + sci(fx.last().total_norm) + ", 5 recorded steps",
+                         ", pre-clip total norm " + sci(fx.last().total_norm) +
+                         ", 5 recorded steps",
                      0) == 0);
   const auto table = parse_table(report);
   REQUIRE(table.size() == fx.layers().size());
@@ -306,7 +308,7 @@ TEST_CASE("JSON Lines output parses and carries the table's numbers", "[diagnost
         }
       }
       CHECK(o.obj.size() == 5 + kMetrics.size());  // path, kind, shape, activation, in_flow
-      if (i + 1 == lines.size()) {  // the table's row, from the JSON numbers
+      if (i + 1 == lines.size()) {                 // the table's row, from the JSON numbers
         const auto& row = table.at(info.path);
         auto js = [&](const char* k) { return o[k].is_null() ? std::string("-") : sci(o[k].num); };
         CHECK(row.dW == js("weight_grad_norm"));
@@ -336,7 +338,8 @@ TEST_CASE("SVG output is well-formed XML whose bars carry the table's numbers",
   for (const auto& e : elements) {
     if (e.name == "rect" && e.attrs.count("data-layer")) {
       bar_layers.push_back(e.attrs.at("data-layer"));
-      const std::string path = e.attrs.at("data-layer") == escaped ? fx.weird_path : e.attrs.at("data-layer");
+      const std::string path =
+          e.attrs.at("data-layer") == escaped ? fx.weird_path : e.attrs.at("data-layer");
       INFO("bar " << path);
       REQUIRE(e.attrs.count("data-value") == 1);
       const double v = to_double(e.attrs.at("data-value"));
@@ -374,7 +377,8 @@ TEST_CASE("SVG bar_step picks the record of that step", "[diagnostics][report]")
   CHECK(os.str().find("per-layer norm at step 2 ") != std::string::npos);
   std::vector<double> values;
   for (const auto& e : elements)
-    if (e.name == "rect" && e.attrs.count("data-value")) values.push_back(to_double(e.attrs.at("data-value")));
+    if (e.name == "rect" && e.attrs.count("data-value"))
+      values.push_back(to_double(e.attrs.at("data-value")));
   REQUIRE(values.size() == 3);
   CHECK(values[0] == Approx(recs[2].layers[0].flow_norm()).epsilon(1e-8));
   CHECK(values[2] == Approx(recs[2].layers[3].flow_norm()).epsilon(1e-8));

@@ -129,7 +129,8 @@ TEST_CASE("a total gradient norm above the threshold is exploding", "[diagnostic
   CHECK(evidence(*f, "total_norm") == Approx(monitor.history().records().back().total_norm));
 }
 
-TEST_CASE("a ReLU layer with most units dead gets the dead_relu verdict", "[diagnostics][verdict]") {
+TEST_CASE("a ReLU layer with most units dead gets the dead_relu verdict",
+          "[diagnostics][verdict]") {
   auto net = relu_mlp<double>({20, 32, 32, 5}, 11);
   auto dense = dense_layers(*net);
   // 24 of the 32 units of the second layer get a bias no input can overcome.
@@ -281,7 +282,8 @@ TEST_CASE("anomaly mode names a NaN made in forward by a module's log",
   CHECK(monitor.report().find("exploding") != std::string::npos);
 }
 
-TEST_CASE("anomaly mode names an Inf made in backward by sqrt at 0", "[diagnostics][verdict][nan]") {
+TEST_CASE("anomaly mode names an Inf made in backward by sqrt at 0",
+          "[diagnostics][verdict][nan]") {
   gs::Rng rng(61);
   nn::Sequential<double> net;
   auto& first = net.add<nn::Dense>(6, 8, gs::init::xavier_uniform, true, &rng);

@@ -24,7 +24,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t size) {
   try {
-    const auto a = gradscope::data::parse_idx({bytes, size}, "fuzz.idx", -1, {.max_bytes = 1 << 20});
+    const auto a =
+        gradscope::data::parse_idx({bytes, size}, "fuzz.idx", -1, {.max_bytes = 1 << 20});
     if (a.count() != a.data.size()) __builtin_trap();
   } catch (const gradscope::DataError&) {
   }

@@ -52,8 +52,8 @@ struct ReferenceBatchNorm {
     for (gs::Index j = 0; j < x.cols(); ++j) {
       const auto c = static_cast<std::size_t>(j);
       for (gs::Index i = 0; i < x.rows(); ++i)
-        y(i, j) = gamma[c] * (x(i, j) - running_mean[c]) / std::sqrt(running_var[c] + eps) +
-                  beta[c];
+        y(i, j) =
+            gamma[c] * (x(i, j) - running_mean[c]) / std::sqrt(running_var[c] + eps) + beta[c];
     }
     return y;
   }
@@ -68,8 +68,7 @@ std::vector<double> as_vector(const gs::Tensor<double>& t) {
 
 }  // namespace
 
-TEST_CASE("BatchNorm follows PyTorch's formulas over three training steps",
-          "[nn][batch_norm]") {
+TEST_CASE("BatchNorm follows PyTorch's formulas over three training steps", "[nn][batch_norm]") {
   const double momentum = GENERATE(0.1, 0.5);
   constexpr gs::Index features = 4;
   gs::Rng rng(31);
@@ -100,8 +99,9 @@ TEST_CASE("BatchNorm follows PyTorch's formulas over three training steps",
     // Features with different means and scales, as real activations have.
     Mat x = nn_test::randn(batches[step], features, rng);
     for (gs::Index j = 0; j < features; ++j)
-      x.col(j) = (x.col(j).array() * (0.5 + static_cast<double>(j)) + 3.0 -
-                  2.0 * static_cast<double>(j)).matrix();
+      x.col(j) =
+          (x.col(j).array() * (0.5 + static_cast<double>(j)) + 3.0 - 2.0 * static_cast<double>(j))
+              .matrix();
     const Mat expected = ref.train_step(x);
     Mat y;
     if (step == 1) {  // one step recorded on a tape, the others computed eagerly

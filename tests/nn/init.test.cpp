@@ -35,8 +35,7 @@ void check_moments(const Mat& m, double mean, double var, Dist shape) {
   const double kurtosis = shape == Dist::normal ? 3.0 : 1.8;
   const double se_var = var * std::sqrt((kurtosis - 1.0) / n);
   INFO("n " << n << ", mean " << sample_mean << " (expected " << mean << " +- " << 5 * se_mean
-            << "), variance " << sample_var << " (expected " << var << " +- " << 5 * se_var
-            << ")");
+            << "), variance " << sample_var << " (expected " << var << " +- " << 5 * se_var << ")");
   CHECK(std::abs(sample_mean - mean) < 5 * se_mean);
   CHECK(std::abs(sample_var - var) < 5 * se_var);
   if (shape == Dist::uniform) {
@@ -65,8 +64,7 @@ struct Case {
 
 }  // namespace
 
-TEST_CASE("Variance-scaling initialisers draw with the variance of their formula",
-          "[nn][init]") {
+TEST_CASE("Variance-scaling initialisers draw with the variance of their formula", "[nn][init]") {
   const double fi = fan_in, fo = fan_out;
   const double tanh_gain = init::gain(init::Activation::tanh);
   const double leaky_gain = init::gain(init::Activation::leaky_relu, 0.2);
@@ -184,12 +182,16 @@ TEST_CASE("by_name finds the known initialisers and lists them otherwise", "[nn]
   using K = init::Initializer::Kind;
   const std::vector<std::pair<std::string, K>> known = {
       {"zeros", K::zeros},
-      {"xavier_uniform", K::xavier_uniform}, {"xavier", K::xavier_uniform},
+      {"xavier_uniform", K::xavier_uniform},
+      {"xavier", K::xavier_uniform},
       {"glorot", K::xavier_uniform},
       {"xavier_normal", K::xavier_normal},
       {"he_uniform", K::he_uniform},
-      {"he_normal", K::he_normal}, {"he", K::he_normal}, {"kaiming", K::he_normal},
-      {"lecun_normal", K::lecun_normal}, {"lecun", K::lecun_normal},
+      {"he_normal", K::he_normal},
+      {"he", K::he_normal},
+      {"kaiming", K::he_normal},
+      {"lecun_normal", K::lecun_normal},
+      {"lecun", K::lecun_normal},
       {"nielsen", K::nielsen},
   };
   for (const auto& [name, kind] : known) {

@@ -40,8 +40,7 @@ std::vector<ActivationCase> activation_cases() {
        [](double v) { return v > 0 ? v : 0.0; }},
       {"LeakyReLU", "LeakyReLU(0.01)", [] { return std::make_shared<nn::LeakyReLU<double>>(); },
        [](double v) { return v > 0 ? v : 0.01 * v; }},
-      {"LeakyReLU", "LeakyReLU(0.2)",
-       [] { return std::make_shared<nn::LeakyReLU<double>>(0.2); },
+      {"LeakyReLU", "LeakyReLU(0.2)", [] { return std::make_shared<nn::LeakyReLU<double>>(0.2); },
        [](double v) { return v > 0 ? v : 0.2 * v; }},
       {"ELU", "ELU(1)", [] { return std::make_shared<nn::ELU<double>>(); },
        [](double v) { return v > 0 ? v : std::exp(v) - 1.0; }},
@@ -124,8 +123,8 @@ TEST_CASE("Activation layers pass gradient checks", "[nn][layers][activation][gr
   for (const auto& c : activation_cases()) {
     for (int s = 0; s < shapes_per_layer; ++s) {
       auto m = c.make();
-      const Mat x = nn_test::randn_away_from_zero(nn_test::draw(rng, 1, 6),
-                                                  nn_test::draw(rng, 1, 7), rng);
+      const Mat x =
+          nn_test::randn_away_from_zero(nn_test::draw(rng, 1, 6), nn_test::draw(rng, 1, 7), rng);
       nn_test::check_module_gradients_both_modes(*m, x);
     }
   }

@@ -78,8 +78,8 @@ void make_spirals(int n, double noise, gs::Rng& rng, gs::Matrix<double>& x,
 TEST_CASE("A float MLP learns XOR with plain gradient descent", "[nn][learning]") {
   gs::Rng rng(2024);
   nn::Sequential<float> net;
-  net.add<nn::Dense>(2, 8, gs::init::xavier_uniform_with(gs::init::gain(gs::init::Activation::tanh)),
-                     true, &rng);
+  net.add<nn::Dense>(
+      2, 8, gs::init::xavier_uniform_with(gs::init::gain(gs::init::Activation::tanh)), true, &rng);
   net.add<nn::Tanh>();
   net.add<nn::Dense>(8, 2, gs::init::xavier_uniform, true, &rng);
 

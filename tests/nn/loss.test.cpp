@@ -66,9 +66,9 @@ TEST_CASE("softmax_cross_entropy names an out-of-range label and the class count
   const auto logits = gs::Tensor<double>::zeros(3, 4);
   const std::vector<int> too_big{0, 4, 1};
   CHECK_THROWS_AS(nn::softmax_cross_entropy(logits, too_big), gs::ValueError);
-  CHECK_THROWS_WITH(nn::softmax_cross_entropy(logits, too_big),
-                    Catch::Contains("label 4") && Catch::Contains("index 1") &&
-                        Catch::Contains("4 classes"));
+  CHECK_THROWS_WITH(nn::softmax_cross_entropy(logits, too_big), Catch::Contains("label 4") &&
+                                                                    Catch::Contains("index 1") &&
+                                                                    Catch::Contains("4 classes"));
   const std::vector<int> negative{0, 1, -1};
   CHECK_THROWS_WITH(nn::softmax_cross_entropy(logits, negative),
                     Catch::Contains("label -1") && Catch::Contains("4 classes"));
@@ -93,8 +93,7 @@ TEST_CASE("mse is the mean squared difference", "[nn][loss]") {
                     Catch::Contains("[2, 3]") && Catch::Contains("[3, 2]"));
 }
 
-TEST_CASE("binary_cross_entropy_with_logits is the mean BCE of sigmoid(logits)",
-          "[nn][loss]") {
+TEST_CASE("binary_cross_entropy_with_logits is the mean BCE of sigmoid(logits)", "[nn][loss]") {
   gs::Rng rng(3);
   for (int s = 0; s < 3; ++s) {
     const gs::Index r = nn_test::draw(rng, 1, 5), c = nn_test::draw(rng, 1, 5);
@@ -106,8 +105,9 @@ TEST_CASE("binary_cross_entropy_with_logits is the mean BCE of sigmoid(logits)",
       expected -= t.data()[i] * std::log(p) + (1 - t.data()[i]) * std::log(1 - p);
     }
     expected /= static_cast<double>(x.size());
-    CHECK(nn::binary_cross_entropy_with_logits(gs::Tensor<double>(x), gs::Tensor<double>(t))
-              .item() == Approx(expected).epsilon(1e-12));
+    CHECK(
+        nn::binary_cross_entropy_with_logits(gs::Tensor<double>(x), gs::Tensor<double>(t)).item() ==
+        Approx(expected).epsilon(1e-12));
     // With respect to the logits and to the targets.
     require_ok(gs::check_gradients(
         [](const std::vector<gs::Tensor<double>>& in) {
@@ -124,14 +124,14 @@ TEST_CASE("binary_cross_entropy_with_logits is the mean BCE of sigmoid(logits)",
                   gs::ShapeError);
 }
 
-TEST_CASE("binary_cross_entropy_with_logits at logit 0 has gradient sigmoid(0) - t",
-          "[nn][loss]") {
+TEST_CASE("binary_cross_entropy_with_logits at logit 0 has gradient sigmoid(0) - t", "[nn][loss]") {
   // |x| has a kink at 0 in the stable formula; the gradient there is still 0.5 - t (over n).
   const Mat t = (Mat(1, 4) << 0.0, 0.25, 0.5, 1.0).finished();
   gs::Tape<double> tape;
   auto x = tape.variable(Mat::Zero(1, 4));
   tape.backward(nn::binary_cross_entropy_with_logits(x, gs::Tensor<double>(t)));
-  for (gs::Index j = 0; j < 4; ++j) CHECK(x.grad()(0, j) == Approx((0.5 - t(0, j)) / 4).epsilon(1e-15));
+  for (gs::Index j = 0; j < 4; ++j)
+    CHECK(x.grad()(0, j) == Approx((0.5 - t(0, j)) / 4).epsilon(1e-15));
   // And the loss there is log 2 whatever the target.
   CHECK(nn::binary_cross_entropy_with_logits(gs::Tensor<double>(Mat::Zero(1, 4)),
                                              gs::Tensor<double>(t))

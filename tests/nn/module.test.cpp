@@ -50,7 +50,8 @@ std::vector<std::string> lines_of(const std::string& s) {
 class Scale : public nn::Module<double> {
  public:
   explicit Scale(double alpha) {
-    alpha_ = register_parameter("alpha", gs::Tensor<double>::parameter(Mat::Constant(1, 1, alpha), 0));
+    alpha_ =
+        register_parameter("alpha", gs::Tensor<double>::parameter(Mat::Constant(1, 1, alpha), 0));
   }
   gs::Tensor<double> forward(const gs::Tensor<double>& x) override { return x * alpha_; }
   std::string kind() const override { return "Scale"; }
@@ -66,23 +67,36 @@ TEST_CASE("named_parameters gives hierarchical names through nested residual blo
           "[nn][module][names]") {
   nn::Sequential<double> net;
   build_nested(net);
-  CHECK(names_of(net.named_parameters()) ==
-        std::vector<std::string>{
-            "0.weight",           "0.bias",                                         // Dense
-            "1.weight",           "1.bias",                                         // BatchNorm
-            "3.inner.0.weight",   "3.inner.0.bias",   "3.inner.1.weight", "3.inner.1.bias",
-            "3.inner.3.weight",   "3.inner.3.bias",   "3.inner.4.weight", "3.inner.4.bias",
-            "4.inner.0.weight",   "4.inner.0.bias",   "4.inner.2.weight", "4.inner.2.bias",
-            "4.inner.3.weight",   "4.inner.3.bias",   "4.inner.5.weight", "4.inner.5.bias",
-            "5.inner.weight",     "5.inner.bias",     "5.projection.weight",
-            "7.weight",           "7.bias"});
+  CHECK(names_of(net.named_parameters()) == std::vector<std::string>{"0.weight",
+                                                                     "0.bias",  // Dense
+                                                                     "1.weight",
+                                                                     "1.bias",  // BatchNorm
+                                                                     "3.inner.0.weight",
+                                                                     "3.inner.0.bias",
+                                                                     "3.inner.1.weight",
+                                                                     "3.inner.1.bias",
+                                                                     "3.inner.3.weight",
+                                                                     "3.inner.3.bias",
+                                                                     "3.inner.4.weight",
+                                                                     "3.inner.4.bias",
+                                                                     "4.inner.0.weight",
+                                                                     "4.inner.0.bias",
+                                                                     "4.inner.2.weight",
+                                                                     "4.inner.2.bias",
+                                                                     "4.inner.3.weight",
+                                                                     "4.inner.3.bias",
+                                                                     "4.inner.5.weight",
+                                                                     "4.inner.5.bias",
+                                                                     "5.inner.weight",
+                                                                     "5.inner.bias",
+                                                                     "5.projection.weight",
+                                                                     "7.weight",
+                                                                     "7.bias"});
   CHECK(names_of(net.named_buffers()) ==
         std::vector<std::string>{
-            "1.running_mean", "1.running_var",
-            "3.inner.1.running_mean", "3.inner.1.running_var",
-            "3.inner.4.running_mean", "3.inner.4.running_var",
-            "4.inner.0.running_mean", "4.inner.0.running_var",
-            "4.inner.3.running_mean", "4.inner.3.running_var"});
+            "1.running_mean", "1.running_var", "3.inner.1.running_mean", "3.inner.1.running_var",
+            "3.inner.4.running_mean", "3.inner.4.running_var", "4.inner.0.running_mean",
+            "4.inner.0.running_var", "4.inner.3.running_mean", "4.inner.3.running_var"});
   // 3*8+8, 2*8, 2 * (2*(8*8+8) + 2*2*8), 8*4+4 + 8*4, 4*2+2
   CHECK(net.parameter_count() == 32 + 16 + 2 * (144 + 32) + 68 + 10);
   CHECK(net.parameter_count() == 478);
@@ -113,12 +127,31 @@ TEST_CASE("Modules know their path and label", "[nn][module][names]") {
   build_nested(net);
   std::vector<std::string> paths;
   net.visit([&](nn::Module<double>& m) { paths.push_back(m.path()); });
-  CHECK(paths == std::vector<std::string>{
-                     "",          "0",         "1",         "2",         "3",
-                     "3.inner",   "3.inner.0", "3.inner.1", "3.inner.2", "3.inner.3",
-                     "3.inner.4", "3.post",    "4",         "4.inner",   "4.inner.0",
-                     "4.inner.1", "4.inner.2", "4.inner.3", "4.inner.4", "4.inner.5",
-                     "5",         "5.inner",   "5.projection", "6",      "7"});
+  CHECK(paths == std::vector<std::string>{"",
+                                          "0",
+                                          "1",
+                                          "2",
+                                          "3",
+                                          "3.inner",
+                                          "3.inner.0",
+                                          "3.inner.1",
+                                          "3.inner.2",
+                                          "3.inner.3",
+                                          "3.inner.4",
+                                          "3.post",
+                                          "4",
+                                          "4.inner",
+                                          "4.inner.0",
+                                          "4.inner.1",
+                                          "4.inner.2",
+                                          "4.inner.3",
+                                          "4.inner.4",
+                                          "4.inner.5",
+                                          "5",
+                                          "5.inner",
+                                          "5.projection",
+                                          "6",
+                                          "7"});
   auto& block = static_cast<nn::Residual<double>&>(net.at(3));
   auto& dense = static_cast<nn::Sequential<double>&>(block.inner()).at(3);
   CHECK(dense.path() == "3.inner.3");
@@ -253,8 +286,7 @@ TEST_CASE("summary restores each module's own mode", "[nn][module][summary]") {
   CHECK(net.at(0).is_training());
 }
 
-TEST_CASE("Forward hooks see module, input and output and are removable",
-          "[nn][module][hooks]") {
+TEST_CASE("Forward hooks see module, input and output and are removable", "[nn][module][hooks]") {
   gs::Rng rng(9);
   nn::Sequential<double> net;
   auto& dense = net.add<nn::Dense>(2, 3, gs::init::xavier_normal, true, &rng);
@@ -280,9 +312,8 @@ TEST_CASE("Forward hooks see module, input and output and are removable",
   const Mat y = net(gs::Tensor<double>(x)).to_matrix();
   CHECK(fired == std::vector<std::string>{"dense", "net"});  // children finish first
   CHECK(seen_in == x);
-  CHECK(seen_out.isApprox((x * dense.weight().value().transpose()).rowwise() +
-                              dense.bias().value().row(0),
-                          1e-15));
+  CHECK(seen_out.isApprox(
+      (x * dense.weight().value().transpose()).rowwise() + dense.bias().value().row(0), 1e-15));
   CHECK(y == seen_out.cwiseMax(0.0));
 
   // Hooks also fire while recording on a tape, with tape tensors.
@@ -304,8 +335,10 @@ TEST_CASE("Forward hooks see module, input and output and are removable",
 
   // Several hooks on one module fire in registration order; removing one keeps the other.
   std::vector<int> order;
-  auto a = dense.register_forward_hook([&](auto&, const auto&, const auto&) { order.push_back(1); });
-  auto b = dense.register_forward_hook([&](auto&, const auto&, const auto&) { order.push_back(2); });
+  auto a =
+      dense.register_forward_hook([&](auto&, const auto&, const auto&) { order.push_back(1); });
+  auto b =
+      dense.register_forward_hook([&](auto&, const auto&, const auto&) { order.push_back(2); });
   net(gs::Tensor<double>(x));
   CHECK(order == std::vector<int>{1, 2});
   a.remove();

@@ -36,8 +36,7 @@ Mat run(nn::Module<double>& m, const Mat& x) { return m(gs::Tensor<double>(x)).t
 
 }  // namespace
 
-TEST_CASE("Residual adds its inner branch to the identity or to a projection",
-          "[nn][residual]") {
+TEST_CASE("Residual adds its inner branch to the identity or to a projection", "[nn][residual]") {
   gs::Rng rng(1);
   const Mat x = nn_test::randn(4, 3, rng);
 
@@ -53,8 +52,9 @@ TEST_CASE("Residual adds its inner branch to the identity or to a projection",
   nn::Residual<double> projected(inner2, projection);
   CHECK(projected.describe() == "Residual(projection)");
   CHECK(run(projected, x).isApprox(run(*inner2, x) + run(*projection, x), 1e-15));
-  CHECK(child_descriptions(projected) ==
-        std::vector<std::string>{"inner:Sequential(2 layers)", "projection:Dense(3 -> 5, no bias)"});
+  CHECK(
+      child_descriptions(projected) ==
+      std::vector<std::string>{"inner:Sequential(2 layers)", "projection:Dense(3 -> 5, no bias)"});
 }
 
 TEST_CASE("residual_block builds the post- and pre-activation designs in order",
@@ -69,9 +69,9 @@ TEST_CASE("residual_block builds the post- and pre-activation designs in order",
     CHECK(child_descriptions(*block) ==
           std::vector<std::string>{"inner:Sequential(5 layers)", "post:ReLU"});
     auto& inner = static_cast<nn::Residual<double>&>(*block).inner();
-    CHECK(child_descriptions(inner) ==
-          std::vector<std::string>{"0:Dense(4 -> 4)", "1:BatchNorm(4)", "2:ReLU",
-                                   "3:Dense(4 -> 4)", "4:BatchNorm(4)"});
+    CHECK(child_descriptions(inner) == std::vector<std::string>{"0:Dense(4 -> 4)", "1:BatchNorm(4)",
+                                                                "2:ReLU", "3:Dense(4 -> 4)",
+                                                                "4:BatchNorm(4)"});
     nn_test::randomize_state(*block, rng);
     block->eval();  // deterministic: running statistics
     CHECK(run(*block, x).isApprox((x + run(inner, x)).cwiseMax(0.0), 1e-14));
@@ -81,16 +81,16 @@ TEST_CASE("residual_block builds the post- and pre-activation designs in order",
     CHECK(block->describe() == "Residual(identity)");
     CHECK(child_descriptions(*block) == std::vector<std::string>{"inner:Sequential(6 layers)"});
     auto& inner = static_cast<nn::Residual<double>&>(*block).inner();
-    CHECK(child_descriptions(inner) ==
-          std::vector<std::string>{"0:BatchNorm(4)", "1:ReLU", "2:Dense(4 -> 4)",
-                                   "3:BatchNorm(4)", "4:ReLU", "5:Dense(4 -> 4)"});
+    CHECK(child_descriptions(inner) == std::vector<std::string>{"0:BatchNorm(4)", "1:ReLU",
+                                                                "2:Dense(4 -> 4)", "3:BatchNorm(4)",
+                                                                "4:ReLU", "5:Dense(4 -> 4)"});
     nn_test::randomize_state(*block, rng);
     block->eval();
     CHECK(run(*block, x).isApprox(x + run(inner, x), 1e-14));
   }
   SECTION("without batch norm") {
-    auto post = nn::residual_block<double>(
-        4, {.kind = nn::ResidualKind::post, .batch_norm = false});
+    auto post =
+        nn::residual_block<double>(4, {.kind = nn::ResidualKind::post, .batch_norm = false});
     CHECK(child_descriptions(static_cast<nn::Residual<double>&>(*post).inner()) ==
           std::vector<std::string>{"0:Dense(4 -> 4)", "1:ReLU", "2:Dense(4 -> 4)"});
     auto pre = nn::residual_block<double>(4, {.batch_norm = false});
@@ -124,8 +124,8 @@ TEST_CASE("Residual passes gradient checks with the identity and with a projecti
       nn_test::check_module_gradients_both_modes(identity, x);
     }
     {
-      auto projection = std::make_shared<nn::Dense<double>>(in, out, gs::init::xavier_normal,
-                                                            true, &rng);
+      auto projection =
+          std::make_shared<nn::Dense<double>>(in, out, gs::init::xavier_normal, true, &rng);
       nn::Residual<double> projected(dense_tanh(in, out, rng), projection);
       nn_test::randomize_state(projected, rng);
       nn_test::check_module_gradients_both_modes(projected, x);

@@ -16,9 +16,7 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     const auto& in = tape.node(n.in[k]);
     return ConstMatrixMap<T>(in.value, in.rows, in.cols);
   };
-  const auto wants = [&](int k) {
-    return n.in[k] != no_input && tape.node(n.in[k]).requires_grad;
-  };
+  const auto wants = [&](int k) { return n.in[k] != no_input && tape.node(n.in[k]).requires_grad; };
   const auto GX = [&](int k) {
     const auto& in = tape.node(n.in[k]);
     return MatrixMap<T>(tape.grad_buffer(n.in[k]), in.rows, in.cols);
@@ -49,31 +47,52 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
         if (wants(1)) give(1, -G.array() * Y.array() / b);
       });
       break;
-    case Op::neg: GX(0) -= G; break;
-    case Op::scale: GX(0) += n.alpha * G; break;
-    case Op::add_scalar: GX(0) += G; break;
+    case Op::neg:
+      GX(0) -= G;
+      break;
+    case Op::scale:
+      GX(0) += n.alpha * G;
+      break;
+    case Op::add_scalar:
+      GX(0) += G;
+      break;
     case Op::pow:  // d x^p = p x^(p-1)
       GX(0).array() += G.array() * n.alpha * X(0).array().pow(n.alpha - T(1));
       break;
-    case Op::exp: GX(0).array() += G.array() * Y.array(); break;
-    case Op::log: GX(0).array() += G.array() / X(0).array(); break;
-    case Op::sqrt: GX(0).array() += G.array() * T(0.5) / Y.array(); break;
-    case Op::square: GX(0).array() += T(2) * G.array() * X(0).array(); break;
-    case Op::abs: GX(0).array() += G.array() * X(0).array().sign(); break;
+    case Op::exp:
+      GX(0).array() += G.array() * Y.array();
+      break;
+    case Op::log:
+      GX(0).array() += G.array() / X(0).array();
+      break;
+    case Op::sqrt:
+      GX(0).array() += G.array() * T(0.5) / Y.array();
+      break;
+    case Op::square:
+      GX(0).array() += T(2) * G.array() * X(0).array();
+      break;
+    case Op::abs:
+      GX(0).array() += G.array() * X(0).array().sign();
+      break;
     case Op::clamp: {
       const auto x = X(0).array();
       GX(0).array() += ((x >= n.alpha) && (x <= n.beta)).select(G.array(), T(0));
       break;
     }
-    case Op::sigmoid: GX(0).array() += G.array() * Y.array() * (T(1) - Y.array()); break;
-    case Op::tanh: GX(0).array() += G.array() * (T(1) - Y.array().square()); break;
-    case Op::relu: GX(0).array() += (X(0).array() > T(0)).select(G.array(), T(0)); break;
+    case Op::sigmoid:
+      GX(0).array() += G.array() * Y.array() * (T(1) - Y.array());
+      break;
+    case Op::tanh:
+      GX(0).array() += G.array() * (T(1) - Y.array().square());
+      break;
+    case Op::relu:
+      GX(0).array() += (X(0).array() > T(0)).select(G.array(), T(0));
+      break;
     case Op::leaky_relu:
       GX(0).array() += (X(0).array() > T(0)).select(G.array(), n.alpha * G.array());
       break;
     case Op::elu:  // for x <= 0: d alpha (e^x - 1) = alpha e^x = y + alpha
-      GX(0).array() +=
-          (X(0).array() > T(0)).select(G.array(), G.array() * (Y.array() + n.alpha));
+      GX(0).array() += (X(0).array() > T(0)).select(G.array(), G.array() * (Y.array() + n.alpha));
       break;
     case Op::matmul: {  // C = op(A) op(B)
       const auto A = X(0);
@@ -98,14 +117,18 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       }
       break;
     }
-    case Op::transpose: GX(0) += G.transpose(); break;
+    case Op::transpose:
+      GX(0) += G.transpose();
+      break;
     case Op::sum:
     case Op::mean: {  // every input element receives its reduction's gradient times alpha (1/count)
       // Row by row: Eigen would evaluate a broadcast (colwise() += expression) into a heap
       // temporary, and a steady-state step must not allocate.
       auto gx = GX(0);
       switch (static_cast<Reduce>(n.mode)) {
-        case Reduce::all: gx.array() += G(0, 0) * n.alpha; break;
+        case Reduce::all:
+          gx.array() += G(0, 0) * n.alpha;
+          break;
         case Reduce::per_row:
           for (Index i = 0; i < gx.rows(); ++i) gx.row(i).array() += G(i, 0) * n.alpha;
           break;
@@ -170,7 +193,8 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
             const T k = gamma(0, j) * invstd(0, j);
             const T sum_g = G.col(j).sum();
             const T sum_gx = G.col(j).dot(xhat.col(j));
-            gx.col(j).array() += k * (G.col(j).array() - (sum_g + xhat.col(j).array() * sum_gx) / N);
+            gx.col(j).array() +=
+                k * (G.col(j).array() - (sum_g + xhat.col(j).array() * sum_gx) / N);
           }
         }
       }
@@ -184,7 +208,8 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     case Op::constant:
     case Op::variable:
     case Op::parameter:
-    case Op::count_: break;
+    case Op::count_:
+      break;
   }
 }
 

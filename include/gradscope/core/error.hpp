@@ -30,8 +30,8 @@ class ValueError : public Error {
 /// structured fields: the op, the phase ("forward" or "backward") and the label (module path).
 class NumericalError : public Error {
  public:
-  explicit NumericalError(const std::string& message, std::string op = {},
-                          std::string phase = {}, std::string label = {})
+  explicit NumericalError(const std::string& message, std::string op = {}, std::string phase = {},
+                          std::string label = {})
       : Error("[gradscope.numerical] " + message),
         op_(std::move(op)),
         phase_(std::move(phase)),

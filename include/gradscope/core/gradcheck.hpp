@@ -16,9 +16,9 @@ namespace gradscope {
 /// Settings of check_gradients. An element passes when
 /// |analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|).
 struct GradCheckOptions {
-  double eps = 1e-5;   ///< finite-difference step
-  double rtol = 1e-6;  ///< relative tolerance
-  double atol = 1e-8;  ///< absolute tolerance (for gradients near zero)
+  double eps = 1e-5;            ///< finite-difference step
+  double rtol = 1e-6;           ///< relative tolerance
+  double atol = 1e-8;           ///< absolute tolerance (for gradients near zero)
   std::uint64_t seed = 0x5eed;  ///< seed of the projection used for non-scalar outputs
 };
 

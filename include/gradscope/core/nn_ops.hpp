@@ -26,7 +26,8 @@ Tensor<T> batch_norm(const Tensor<T>& x, const Tensor<T>& gamma, const Tensor<T>
                      const BatchNormOptions<T>& opt = {}) {
   const Shape s = x.shape();
   const Index N = s.rows, C = s.cols;
-  for (const Tensor<T>* p : std::initializer_list<const Tensor<T>*>{&gamma, &beta, &running_mean, &running_var})
+  for (const Tensor<T>* p :
+       std::initializer_list<const Tensor<T>*>{&gamma, &beta, &running_mean, &running_var})
     if (p->rows() != 1 || p->cols() != C)
       throw ShapeError(detail::cat("batch_norm: input ", s, " needs parameters and running ",
                                    "statistics of shape [", C, "], got ", p->shape()));

@@ -70,40 +70,64 @@ Tensor<T> neg(const Tensor<T>& x) {
 /// s * x for a constant s.
 template <Scalar T>
 Tensor<T> scale(const Tensor<T>& x, std::type_identity_t<T> s) {
-  return detail::unary(detail::Op::scale, x, [s](const auto& v) { return v * s; }, s);
+  return detail::unary(
+      detail::Op::scale, x, [s](const auto& v) { return v * s; }, s);
 }
 /// x + s for a constant s.
 template <Scalar T>
 Tensor<T> add_scalar(const Tensor<T>& x, std::type_identity_t<T> s) {
-  return detail::unary(detail::Op::add_scalar, x, [s](const auto& v) { return v + s; }, s);
+  return detail::unary(
+      detail::Op::add_scalar, x, [s](const auto& v) { return v + s; }, s);
 }
 
 template <Scalar T>
-Tensor<T> operator+(const Tensor<T>& a, const Tensor<T>& b) { return add(a, b); }
+Tensor<T> operator+(const Tensor<T>& a, const Tensor<T>& b) {
+  return add(a, b);
+}
 template <Scalar T>
-Tensor<T> operator-(const Tensor<T>& a, const Tensor<T>& b) { return sub(a, b); }
+Tensor<T> operator-(const Tensor<T>& a, const Tensor<T>& b) {
+  return sub(a, b);
+}
 template <Scalar T>
-Tensor<T> operator*(const Tensor<T>& a, const Tensor<T>& b) { return mul(a, b); }
+Tensor<T> operator*(const Tensor<T>& a, const Tensor<T>& b) {
+  return mul(a, b);
+}
 template <Scalar T>
-Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) { return div(a, b); }
+Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) {
+  return div(a, b);
+}
 template <Scalar T>
-Tensor<T> operator-(const Tensor<T>& x) { return neg(x); }
+Tensor<T> operator-(const Tensor<T>& x) {
+  return neg(x);
+}
 template <Scalar T>
-Tensor<T> operator+(const Tensor<T>& x, std::type_identity_t<T> s) { return add_scalar(x, s); }
+Tensor<T> operator+(const Tensor<T>& x, std::type_identity_t<T> s) {
+  return add_scalar(x, s);
+}
 template <Scalar T>
-Tensor<T> operator+(std::type_identity_t<T> s, const Tensor<T>& x) { return add_scalar(x, s); }
+Tensor<T> operator+(std::type_identity_t<T> s, const Tensor<T>& x) {
+  return add_scalar(x, s);
+}
 template <Scalar T>
-Tensor<T> operator-(const Tensor<T>& x, std::type_identity_t<T> s) { return add_scalar(x, -s); }
+Tensor<T> operator-(const Tensor<T>& x, std::type_identity_t<T> s) {
+  return add_scalar(x, -s);
+}
 template <Scalar T>
 Tensor<T> operator-(std::type_identity_t<T> s, const Tensor<T>& x) {
   return add_scalar(neg(x), s);
 }
 template <Scalar T>
-Tensor<T> operator*(const Tensor<T>& x, std::type_identity_t<T> s) { return scale(x, s); }
+Tensor<T> operator*(const Tensor<T>& x, std::type_identity_t<T> s) {
+  return scale(x, s);
+}
 template <Scalar T>
-Tensor<T> operator*(std::type_identity_t<T> s, const Tensor<T>& x) { return scale(x, s); }
+Tensor<T> operator*(std::type_identity_t<T> s, const Tensor<T>& x) {
+  return scale(x, s);
+}
 template <Scalar T>
-Tensor<T> operator/(const Tensor<T>& x, std::type_identity_t<T> s) { return scale(x, T(1) / s); }
+Tensor<T> operator/(const Tensor<T>& x, std::type_identity_t<T> s) {
+  return scale(x, T(1) / s);
+}
 
 // ---- elementwise functions ----
 
@@ -111,10 +135,13 @@ Tensor<T> operator/(const Tensor<T>& x, std::type_identity_t<T> s) { return scal
 template <Scalar T>
 Tensor<T> pow(const Tensor<T>& x, std::type_identity_t<T> p) {
   detail::check_finite_arg("pow", "exponent", p);
-  return detail::unary(detail::Op::pow, x, [p](const auto& v) { return v.pow(p); }, p);
+  return detail::unary(
+      detail::Op::pow, x, [p](const auto& v) { return v.pow(p); }, p);
 }
 template <Scalar T>
-Tensor<T> operator/(std::type_identity_t<T> s, const Tensor<T>& x) { return scale(pow(x, T(-1)), s); }
+Tensor<T> operator/(std::type_identity_t<T> s, const Tensor<T>& x) {
+  return scale(pow(x, T(-1)), s);
+}
 /// e^x.
 template <Scalar T>
 Tensor<T> exp(const Tensor<T>& x) {
@@ -167,8 +194,8 @@ template <Scalar T>
 Tensor<T> leaky_relu(const Tensor<T>& x, std::type_identity_t<T> slope = T(0.01)) {
   detail::check_finite_arg("leaky_relu", "slope", slope);
   return detail::unary(
-      detail::Op::leaky_relu, x,
-      [slope](const auto& v) { return (v > T(0)).select(v, v * slope); }, slope);
+      detail::Op::leaky_relu, x, [slope](const auto& v) { return (v > T(0)).select(v, v * slope); },
+      slope);
 }
 /// x for x > 0, alpha * (e^x - 1) otherwise.
 template <Scalar T>
@@ -205,10 +232,18 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b, MatmulOptions opt = {})
   const auto& A = r.in(0);
   const auto& B = r.in(1);
   switch (mode) {
-    case 0: r.out().noalias() = A * B; break;
-    case 1: r.out().noalias() = A.transpose() * B; break;
-    case 2: r.out().noalias() = A * B.transpose(); break;
-    default: r.out().noalias() = A.transpose() * B.transpose(); break;
+    case 0:
+      r.out().noalias() = A * B;
+      break;
+    case 1:
+      r.out().noalias() = A.transpose() * B;
+      break;
+    case 2:
+      r.out().noalias() = A * B.transpose();
+      break;
+    default:
+      r.out().noalias() = A.transpose() * B.transpose();
+      break;
   }
   return r.finish();
 }
@@ -225,9 +260,12 @@ Tensor<T> transpose(const Tensor<T>& x) {
 namespace detail {
 inline Shape reduced_shape(const Shape& s, Reduce axis) {
   switch (axis) {
-    case Reduce::all: return Shape::scalar();
-    case Reduce::per_row: return Shape::matrix(s.rows, 1);
-    default: return Shape::vector(s.cols);
+    case Reduce::all:
+      return Shape::scalar();
+    case Reduce::per_row:
+      return Shape::matrix(s.rows, 1);
+    default:
+      return Shape::vector(s.cols);
   }
 }
 template <Scalar T>
@@ -239,9 +277,15 @@ Tensor<T> reduction(Op op, const Tensor<T>& x, Reduce axis) {
   r.set_args(k, 0, static_cast<std::uint8_t>(axis));
   const auto& X = r.in(0);
   switch (axis) {
-    case Reduce::all: r.out()(0, 0) = X.sum() * k; break;
-    case Reduce::per_row: r.out() = X.rowwise().sum() * k; break;
-    default: r.out() = X.colwise().sum() * k; break;
+    case Reduce::all:
+      r.out()(0, 0) = X.sum() * k;
+      break;
+    case Reduce::per_row:
+      r.out() = X.rowwise().sum() * k;
+      break;
+    default:
+      r.out() = X.colwise().sum() * k;
+      break;
   }
   return r.finish();
 }
@@ -334,8 +378,7 @@ Tensor<T> softmax_cross_entropy(const Tensor<T>& logits, std::span<const int> la
     const T z = (X.row(i).array() - m).exp().sum();
     const T lse = m + std::log(z);
     total += static_cast<double>(lse - X(i, labels[static_cast<std::size_t>(i)]));
-    if (keep)
-      MatrixMap<T>(probs + i * s.cols, 1, s.cols) = (X.row(i).array() - lse).exp().matrix();
+    if (keep) MatrixMap<T>(probs + i * s.cols, 1, s.cols) = (X.row(i).array() - lse).exp().matrix();
   }
   if (keep) {
     std::copy(labels.begin(), labels.end(), saved);

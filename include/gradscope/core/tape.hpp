@@ -77,9 +77,9 @@ class Tape {
   void backward(const Tensor<T>& loss) {
     check_root(loss, "backward(loss)");
     if (nodes_[loss.index_].rows * nodes_[loss.index_].cols != 1)
-      throw UsageError(detail::cat("backward(loss) needs a scalar; the loss has shape ",
-                                   nodes_[loss.index_].shape(),
-                                   " (reduce it with sum/mean, or pass a seed: backward(y, seed))"));
+      throw UsageError(detail::cat(
+          "backward(loss) needs a scalar; the loss has shape ", nodes_[loss.index_].shape(),
+          " (reduce it with sum/mean, or pass a seed: backward(y, seed))"));
     sweep(loss.index_, nullptr);
   }
   /// Back-propagates from a non-scalar `y`, with dL/dy = `seed` (same shape as y).
@@ -216,8 +216,9 @@ class Tape {
     if (!y.defined()) throw UsageError(detail::cat(what, ": the tensor is undefined"));
     if (y.is_persistent())
       throw UsageError(detail::cat(
-          what, ": the tensor was not recorded on a tape (no gradscope::Tape was alive on this "
-                "thread when it was computed, or all its inputs were constants or under NoGrad)"));
+          what,
+          ": the tensor was not recorded on a tape (no gradscope::Tape was alive on this "
+          "thread when it was computed, or all its inputs were constants or under NoGrad)"));
     check_live(y, what);
     if (!nodes_[y.index_].requires_grad)
       throw UsageError(detail::cat(what, ": the tensor does not depend on any parameter or ",
@@ -323,8 +324,7 @@ HookHandle Tensor<T>::register_hook(HookFn fn) {
     s.hooks.push_back({id, 0, std::move(fn)});
     std::weak_ptr<detail::Storage<T>> weak = storage_;
     return HookHandle([weak, id] {
-      if (auto p = weak.lock())
-        std::erase_if(p->hooks, [id](const auto& h) { return h.id == id; });
+      if (auto p = weak.lock()) std::erase_if(p->hooks, [id](const auto& h) { return h.id == id; });
     });
   }
   node();  // validity check

@@ -241,8 +241,7 @@ class Tensor {
       : tape_(tape), index_(index), generation_(generation) {}
 
   static void check_rank(Index rows, Index cols, int rank) {
-    if (rank < 0 || rank > 2 || (rank == 0 && (rows != 1 || cols != 1)) ||
-        (rank == 1 && rows != 1))
+    if (rank < 0 || rank > 2 || (rank == 0 && (rows != 1 || cols != 1)) || (rank == 1 && rows != 1))
       throw ShapeError(detail::cat("tensor: rank ", rank, " cannot hold a ", rows, " x ", cols,
                                    " value (rank 0 is 1 x 1, rank 1 is 1 x n)"));
   }

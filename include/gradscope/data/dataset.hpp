@@ -43,8 +43,8 @@ struct Dataset {
   /// Splits off the last `n` rows after a seeded shuffle: {train, validation}.
   std::pair<Dataset, Dataset> split(Index n, std::uint64_t seed = 0) const {
     if (n < 0 || n > size())
-      throw ValueError(gradscope::detail::cat("Dataset::split: cannot take ", n, " of ", size(),
-                                              " rows"));
+      throw ValueError(
+          gradscope::detail::cat("Dataset::split: cannot take ", n, " of ", size(), " rows"));
     std::vector<Index> order(static_cast<std::size_t>(size()));
     std::iota(order.begin(), order.end(), Index{0});
     Rng rng(seed);
@@ -62,9 +62,7 @@ struct Dataset {
     return {static_cast<T>(mean), static_cast<T>(std::sqrt(std::max(var, 1e-12)))};
   }
   /// x <- (x - mean) / std for every pixel (use the training set's numbers for every split).
-  void standardize(T mean, T stddev) {
-    images.array() = (images.array() - mean) / stddev;
-  }
+  void standardize(T mean, T stddev) { images.array() = (images.array() - mean) / stddev; }
 };
 
 /// Loads `<dir>/<split>-images-idx3-ubyte[.gz]` and `<dir>/<split>-labels-idx1-ubyte[.gz]`
@@ -94,7 +92,8 @@ Dataset<T> load_idx_dataset(const std::string& dir, const std::string& split, in
   d.image_cols = img.dims[2];
   const Index n = img.dims[0], f = static_cast<Index>(img.dims[1]) * img.dims[2];
   d.images.resize(n, f);
-  for (Index i = 0; i < n * f; ++i) d.images.data()[i] = static_cast<T>(img.data[static_cast<std::size_t>(i)]) / T(255);
+  for (Index i = 0; i < n * f; ++i)
+    d.images.data()[i] = static_cast<T>(img.data[static_cast<std::size_t>(i)]) / T(255);
   return d;
 }
 

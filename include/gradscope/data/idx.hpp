@@ -45,21 +45,25 @@ inline IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string
   if (bytes.size() < 4)
     throw detail::idx_error(name, bytes.size(), "file ends inside the 4-byte magic number");
   if (bytes[0] != 0 || bytes[1] != 0)
-    throw detail::idx_error(name, 0, "bad magic number: the first two bytes must be 0 (is this an IDX file?)");
+    throw detail::idx_error(
+        name, 0, "bad magic number: the first two bytes must be 0 (is this an IDX file?)");
   if (bytes[2] != 0x08)
-    throw detail::idx_error(name, 2, "element type 0x" + std::to_string(bytes[2]) +
-                                         " is not supported (expected 0x08, unsigned byte)");
+    throw detail::idx_error(name, 2,
+                            "element type 0x" + std::to_string(bytes[2]) +
+                                " is not supported (expected 0x08, unsigned byte)");
   const int rank = bytes[3];
   if (rank < 1 || rank > 4)
     throw detail::idx_error(name, 3, "rank " + std::to_string(rank) + " is not in 1..4");
   if (expected_rank >= 0 && rank != expected_rank)
-    throw detail::idx_error(name, 3, "rank is " + std::to_string(rank) + ", expected " +
-                                         std::to_string(expected_rank) +
-                                         (expected_rank == 1 ? " (labels, idx1)" : " (images, idx3)"));
+    throw detail::idx_error(name, 3,
+                            "rank is " + std::to_string(rank) + ", expected " +
+                                std::to_string(expected_rank) +
+                                (expected_rank == 1 ? " (labels, idx1)" : " (images, idx3)"));
   const std::uint64_t header = 4 + 4 * static_cast<std::uint64_t>(rank);
   if (bytes.size() < header)
-    throw detail::idx_error(name, bytes.size(), "file ends inside the dimensions (header is " +
-                                                    std::to_string(header) + " bytes)");
+    throw detail::idx_error(
+        name, bytes.size(),
+        "file ends inside the dimensions (header is " + std::to_string(header) + " bytes)");
   IdxArray a;
   std::uint64_t count = 1;
   for (int k = 0; k < rank; ++k) {
@@ -69,18 +73,21 @@ inline IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string
     if (d == 0) throw detail::idx_error(name, o, "dimension " + std::to_string(k) + " is zero");
     count *= d;
     if (count > limits.max_bytes)
-      throw detail::idx_error(name, o, "declared size exceeds the limit of " +
-                                           std::to_string(limits.max_bytes) + " bytes");
+      throw detail::idx_error(
+          name, o,
+          "declared size exceeds the limit of " + std::to_string(limits.max_bytes) + " bytes");
     a.dims.push_back(d);
   }
   const std::uint64_t have = bytes.size() - header;
   if (have < count)
-    throw detail::idx_error(name, bytes.size(), "file is truncated: the dimensions declare " +
-                                                    std::to_string(count) + " data bytes but only " +
-                                                    std::to_string(have) + " follow the header");
+    throw detail::idx_error(name, bytes.size(),
+                            "file is truncated: the dimensions declare " + std::to_string(count) +
+                                " data bytes but only " + std::to_string(have) +
+                                " follow the header");
   if (have > count)
-    throw detail::idx_error(name, header + count, std::to_string(have - count) +
-                                                      " unexpected bytes after the declared data");
+    throw detail::idx_error(
+        name, header + count,
+        std::to_string(have - count) + " unexpected bytes after the declared data");
   a.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
   return a;
 }
@@ -121,7 +128,8 @@ inline std::vector<std::uint8_t> read_maybe_gzip(const std::string& path, std::u
 }
 
 /// Reads and validates an IDX file (raw or gzip).
-inline IdxArray read_idx(const std::string& path, int expected_rank = -1, const IdxLimits& limits = {}) {
+inline IdxArray read_idx(const std::string& path, int expected_rank = -1,
+                         const IdxLimits& limits = {}) {
   const auto bytes = read_maybe_gzip(path, limits.max_bytes + 4 + 16);
   return parse_idx(bytes, path, expected_rank, limits);
 }
@@ -132,9 +140,10 @@ inline std::vector<int> read_idx_labels(const std::string& path, int classes = 1
   std::vector<int> labels(a.data.begin(), a.data.end());
   for (std::size_t i = 0; i < labels.size(); ++i)
     if (labels[i] >= classes)
-      throw detail::idx_error(path, 8 + i, "label " + std::to_string(labels[i]) + " of item " +
-                                               std::to_string(i) + " is out of range for " +
-                                               std::to_string(classes) + " classes");
+      throw detail::idx_error(path, 8 + i,
+                              "label " + std::to_string(labels[i]) + " of item " +
+                                  std::to_string(i) + " is out of range for " +
+                                  std::to_string(classes) + " classes");
   return labels;
 }
 

@@ -75,7 +75,8 @@ class DataLoader {
   /// Starts an epoch (reshuffling when enabled).
   iterator begin() {
     if (opt_.shuffle)
-      for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_.below(i)]);
+      for (std::size_t i = order_.size(); i > 1; --i)
+        std::swap(order_[i - 1], order_[rng_.below(i)]);
     ++epoch_;
     return iterator(this, 0);
   }

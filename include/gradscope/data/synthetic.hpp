@@ -22,7 +22,7 @@ Dataset<T> synthetic_digits(Index n, std::uint64_t seed = 0) {
                                        {0.75, 0.5, 0.75, 0.85},  {0.25, 0.85, 0.75, 0.85},
                                        {0.25, 0.5, 0.25, 0.85},  {0.25, 0.15, 0.25, 0.5},
                                        {0.25, 0.5, 0.75, 0.5}};
-  static constexpr const char* digits[10] = {"abcdef", "bc",     "abged", "abgcd", "fgbc",
+  static constexpr const char* digits[10] = {"abcdef", "bc",     "abged", "abgcd",   "fgbc",
                                              "afgcd",  "afgedc", "abc",   "abcdefg", "abcdfg"};
   Rng rng(seed ^ 0xD161'7500'0000'0001ull);
   Dataset<T> d;
@@ -60,7 +60,8 @@ Dataset<T> synthetic_digits(Index n, std::uint64_t seed = 0) {
         }
     }
     for (Index k = 0; k < 28 * 28; ++k)
-      row(k) = static_cast<T>(std::clamp(static_cast<double>(row(k)) + rng.normal(0, 0.05), 0.0, 1.0));
+      row(k) =
+          static_cast<T>(std::clamp(static_cast<double>(row(k)) + rng.normal(0, 0.05), 0.0, 1.0));
   }
   // Shuffle so that batches are not ordered by class.
   std::vector<Index> order(static_cast<std::size_t>(n));

@@ -15,7 +15,8 @@ namespace gradscope::diagnostics {
 /// measured NaN (which the reports must show, never hide) is told apart from "not measured".
 /// Arithmetic never produces this payload: NaNs made by invalid operations carry none, and a
 /// float NaN widened to double leaves the low payload bits that mark this one at zero.
-inline constexpr double not_measured = std::bit_cast<double>(std::uint64_t{0x7ff8'0000'6e6d'6e6dULL});
+inline constexpr double not_measured =
+    std::bit_cast<double>(std::uint64_t{0x7ff8'0000'6e6d'6e6dULL});
 
 /// Whether `v` holds a measurement, possibly a non-finite one.
 constexpr bool measured(double v) noexcept {
@@ -33,18 +34,18 @@ struct LayerInfo {
 
 /// One layer at one recorded step. Unmeasured values are `not_measured` (test with `measured`).
 struct LayerStats {
-  double weight_grad_norm = not_measured;  ///< ||dL/dW||
-  double bias_grad_norm = not_measured;    ///< ||dL/db||: Nielsen's "speed of learning"
-  double delta_norm = not_measured;        ///< mean over the batch of ||dL/dy_i||, y the output
-  double grad_mean_abs = not_measured;     ///< mean |dL/dW|
-  double weight_norm = not_measured;       ///< ||W|| before the step
-  double update_ratio = not_measured;      ///< ||W_after - W_before|| / ||W_before||
-  double act_mean = not_measured;          ///< mean of the following activation's output
-  double act_std = not_measured;           ///< its standard deviation
+  double weight_grad_norm = not_measured;    ///< ||dL/dW||
+  double bias_grad_norm = not_measured;      ///< ||dL/db||: Nielsen's "speed of learning"
+  double delta_norm = not_measured;          ///< mean over the batch of ||dL/dy_i||, y the output
+  double grad_mean_abs = not_measured;       ///< mean |dL/dW|
+  double weight_norm = not_measured;         ///< ||W|| before the step
+  double update_ratio = not_measured;        ///< ||W_after - W_before|| / ||W_before||
+  double act_mean = not_measured;            ///< mean of the following activation's output
+  double act_std = not_measured;             ///< its standard deviation
   double saturated_fraction = not_measured;  ///< sigmoid/tanh: derivative below 1% of its max
   double dead_fraction = not_measured;       ///< ReLU: units zero for the whole batch
-  std::int64_t nan_count = 0;  ///< NaNs in the layer's gradients and activations
-  std::int64_t inf_count = 0;  ///< Infs likewise
+  std::int64_t nan_count = 0;                ///< NaNs in the layer's gradients and activations
+  std::int64_t inf_count = 0;                ///< Infs likewise
 
   /// The gradient-flow measure: the per-sample delta norm when measured, else the weight
   /// gradient norm.

@@ -22,12 +22,12 @@ namespace gradscope::diagnostics {
 
 /// Settings of a GradientMonitor.
 struct MonitorOptions {
-  int every = 1;                    ///< record every N-th step
-  std::size_t max_history = 2048;   ///< records kept; older ones are downsampled, never lost
-  bool track_updates = true;        ///< keep a copy of the weights for update-to-weight ratios
-  bool delta_norms = true;          ///< hook the layers' outputs for the per-sample delta norm
-  bool activation_stats = true;     ///< hook the activations for mean/std/saturation/dead units
-  bool detect_nan_origin = false;   ///< guard() runs the step in anomaly mode
+  int every = 1;                   ///< record every N-th step
+  std::size_t max_history = 2048;  ///< records kept; older ones are downsampled, never lost
+  bool track_updates = true;       ///< keep a copy of the weights for update-to-weight ratios
+  bool delta_norms = true;         ///< hook the layers' outputs for the per-sample delta norm
+  bool activation_stats = true;    ///< hook the activations for mean/std/saturation/dead units
+  bool detect_nan_origin = false;  ///< guard() runs the step in anomaly mode
   Thresholds thresholds{};
 };
 
@@ -86,7 +86,6 @@ class GradientMonitor {
         const double gb2 = gb.template cast<double>().squaredNorm();
         st.bias_grad_norm = std::sqrt(gb2);
         count_non_finite(gb, st);
-
       }
       st.weight_norm = std::sqrt(w.weight.value().template cast<double>().squaredNorm());
       if (opt_.track_updates) w.snapshot = w.weight.value();
@@ -130,7 +129,9 @@ class GradientMonitor {
   const std::optional<NanOrigin>& nan_origin() const noexcept { return nan_origin_; }
 
   /// The verdicts on the latest recorded steps.
-  Diagnosis diagnose() const { return diagnostics::diagnose(layers_, history_, opt_.thresholds, nan_origin_); }
+  Diagnosis diagnose() const {
+    return diagnostics::diagnose(layers_, history_, opt_.thresholds, nan_origin_);
+  }
   /// The console report: per-layer table with sparklines, the verdict and its hints.
   std::string report() const { return format_report(layers_, history_, diagnose()); }
   /// One CSV row per recorded step, layer and metric.
@@ -164,9 +165,7 @@ class GradientMonitor {
     nn::ActivationKind act_kind = nn::ActivationKind::identity;
   };
 
-  bool recording(std::int64_t s) const {
-    return history_.wants(s);
-  }
+  bool recording(std::int64_t s) const { return history_.wants(s); }
 
   /// Finds the layers (modules with parameters) in forward order and the activation that
   /// follows each dense layer.
@@ -241,7 +240,8 @@ class GradientMonitor {
             static_cast<double>((y.array() * (T(1) - y.array()) < T(0.0025)).count()) / n;
         break;
       case nn::ActivationKind::tanh:  // tanh' = 1 - y^2 <= 1
-        st.saturated_fraction = static_cast<double>((T(1) - y.array().square() < T(0.01)).count()) / n;
+        st.saturated_fraction =
+            static_cast<double>((T(1) - y.array().square() < T(0.01)).count()) / n;
         break;
       case nn::ActivationKind::relu: {  // a unit is dead when zero for every row of the batch
         Index dead = 0;
@@ -249,7 +249,8 @@ class GradientMonitor {
         st.dead_fraction = static_cast<double>(dead) / static_cast<double>(y.cols());
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
 

@@ -31,9 +31,9 @@ struct LayerValue {
 /// L2 norm of the mean over the given samples of dC/db, the gradient of the cost with respect
 /// to the layer's biases. Parameters' gradients are left as they were.
 template <Scalar T>
-std::vector<LayerValue> nielsen_gradient_norms(nn::Sequential<T>& model, const Tensor<T>& inputs,
-                                               std::span<const int> labels,
-                                               NielsenCost cost = NielsenCost::sigmoid_cross_entropy) {
+std::vector<LayerValue> nielsen_gradient_norms(
+    nn::Sequential<T>& model, const Tensor<T>& inputs, std::span<const int> labels,
+    NielsenCost cost = NielsenCost::sigmoid_cross_entropy) {
   std::vector<nn::Dense<T>*> dense;
   model.visit([&](nn::Module<T>& m) {
     if (auto* d = dynamic_cast<nn::Dense<T>*>(&m)) dense.push_back(d);
@@ -56,15 +56,17 @@ std::vector<LayerValue> nielsen_gradient_norms(nn::Sequential<T>& model, const T
       const std::size_t n = model.size();
       auto* last = n ? dynamic_cast<nn::Activation<T>*>(&model.at(n - 1)) : nullptr;
       if (!last || last->activation() != nn::ActivationKind::sigmoid)
-        throw UsageError("nielsen_gradient_norms: the sigmoid cross-entropy cost needs a model "
-                         "whose last module is a Sigmoid");
+        throw UsageError(
+            "nielsen_gradient_norms: the sigmoid cross-entropy cost needs a model "
+            "whose last module is a Sigmoid");
       Tensor<T> h = inputs;
       for (std::size_t i = 0; i + 1 < n; ++i) h = model.at(i)(h);
       gradscope::detail::check_labels("nielsen_gradient_norms", labels, h.rows(), h.cols());
       Matrix<T> onehot = Matrix<T>::Zero(h.rows(), h.cols());
       for (Index i = 0; i < h.rows(); ++i) onehot(i, labels[static_cast<std::size_t>(i)]) = T(1);
       // binary_cross_entropy_with_logits averages over samples and units; the book sums units.
-      loss = scale(binary_cross_entropy_with_logits(h, Tensor<T>(onehot)), static_cast<T>(h.cols()));
+      loss =
+          scale(binary_cross_entropy_with_logits(h, Tensor<T>(onehot)), static_cast<T>(h.cols()));
     } else {
       loss = softmax_cross_entropy(model(inputs), labels);
     }

@@ -47,10 +47,18 @@ inline std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -68,11 +76,20 @@ inline std::string xml_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -110,7 +127,8 @@ inline const std::vector<Metric>& metrics() {
 /// Flow norm of layer l in every record (NaN where not measured).
 inline std::vector<double> flow_series(const History& h, std::size_t l) {
   std::vector<double> v;
-  for (const auto& r : h.records()) v.push_back(l < r.layers.size() ? r.layers[l].flow_norm() : not_measured);
+  for (const auto& r : h.records())
+    v.push_back(l < r.layers.size() ? r.layers[l].flow_norm() : not_measured);
   return v;
 }
 
@@ -181,10 +199,11 @@ inline std::string format_report(const std::vector<LayerInfo>& layers, const His
   os << '\n';
   int pw = 6;
   for (const auto& li : layers) pw = std::max(pw, static_cast<int>(li.path.size()) + 2);
-  os << std::left << std::setw(pw) << "layer" << std::setw(24) << "kind" << std::setw(12)
-     << "shape" << std::right << std::setw(10) << "|dW|" << std::setw(10) << "|db|"
-     << std::setw(10) << "|delta|" << std::setw(9) << "gain" << std::setw(10) << "upd/W"
-     << "  " << std::left << std::setw(24) << "flow norm history" << " flags\n";
+  os << std::left << std::setw(pw) << "layer" << std::setw(24) << "kind" << std::setw(12) << "shape"
+     << std::right << std::setw(10) << "|dW|" << std::setw(10) << "|db|" << std::setw(10)
+     << "|delta|" << std::setw(9) << "gain" << std::setw(10) << "upd/W"
+     << "  " << std::left << std::setw(24) << "flow norm history"
+     << " flags\n";
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const auto& s = r.layers[l];
     std::string flags;
@@ -199,8 +218,8 @@ inline std::string format_report(const std::vector<LayerInfo>& layers, const His
     os << std::left << std::setw(pw) << layers[l].path << std::setw(24) << kind << std::setw(12)
        << layers[l].shape << std::right << std::setw(10) << detail::sci(s.weight_grad_norm)
        << std::setw(10) << detail::sci(s.bias_grad_norm) << std::setw(10)
-       << detail::sci(s.delta_norm) << std::setw(9) << detail::gain_text(gain[l])
-       << std::setw(10) << detail::sci(s.update_ratio) << "  "
+       << detail::sci(s.delta_norm) << std::setw(9) << detail::gain_text(gain[l]) << std::setw(10)
+       << detail::sci(s.update_ratio) << "  "
        << detail::sparkline(detail::flow_series(h, l), lo, hi);
     const std::size_t spark = std::min<std::size_t>(24, h.size());
     os << std::string(24 - spark, ' ') << ' ' << flags << '\n';
@@ -225,8 +244,7 @@ inline void write_csv(std::ostream& os, const std::vector<LayerInfo>& layers, co
         const double v = m.get(r.layers[l]);
         if (!measured(v)) continue;
         os << r.step << ',' << detail::csv_field(layers[l].path) << ','
-           << detail::csv_field(layers[l].kind) << ',' << m.name << ',' << detail::exact(v)
-           << '\n';
+           << detail::csv_field(layers[l].kind) << ',' << m.name << ',' << detail::exact(v) << '\n';
       }
   }
 }
@@ -282,7 +300,8 @@ inline void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers, co
   const double s0 = recs.empty() ? 0 : static_cast<double>(recs.front().step);
   const double s1 = recs.empty() ? 1 : std::max(s0 + 1, static_cast<double>(recs.back().step));
   auto color = [&](std::size_t k) {
-    const double t = flow.size() > 1 ? static_cast<double>(k) / static_cast<double>(flow.size() - 1) : 0;
+    const double t =
+        flow.size() > 1 ? static_cast<double>(k) / static_cast<double>(flow.size() - 1) : 0;
     char buf[16];
     std::snprintf(buf, sizeof buf, "#%02x%02x%02x", static_cast<int>(40 + 200 * t),
                   static_cast<int>(90 + 40 * (1 - std::abs(2 * t - 1))),
@@ -298,8 +317,8 @@ inline void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers, co
      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
      << "<text x=\"" << left << "\" y=\"24\" font-size=\"16\" font-weight=\"bold\">"
      << detail::xml_escape(opt.title) << "</text>\n"
-     << "<text x=\"" << left << "\" y=\"42\" fill=\"#444\">verdict: "
-     << verdict_name(d.verdict()) << " (step " << d.step
+     << "<text x=\"" << left << "\" y=\"42\" fill=\"#444\">verdict: " << verdict_name(d.verdict())
+     << " (step " << d.step
      << "); per-sample gradient norm of each dense layer's output, log scale</text>\n";
   // Axes and decade grid lines for both panels.
   const int panels[2][2] = {{top + 10, mid - 30}, {mid + 20, bottom - 30}};
@@ -327,7 +346,8 @@ inline void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers, co
     os << "<polyline data-layer=\"" << detail::xml_escape(layers[l].path) << "\" points=\""
        << pts.str() << "\" fill=\"none\" stroke=\"" << color(k) << "\" stroke-width=\"2\"/>\n";
     os << "<text x=\"" << left + pw + 10 << "\" y=\"" << top + 16 + 16 * static_cast<int>(k)
-       << "\" fill=\"" << color(k) << "\">layer " << detail::xml_escape(layers[l].path) << "</text>\n";
+       << "\" fill=\"" << color(k) << "\">layer " << detail::xml_escape(layers[l].path)
+       << "</text>\n";
   }
   os << "<text x=\"" << left + pw / 2 << "\" y=\"" << mid - 8
      << "\" text-anchor=\"middle\">step</text>\n</g>\n";
@@ -345,7 +365,8 @@ inline void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers, co
       const std::size_t l = flow[k];
       const double v = bar->layers[l].flow_norm();
       const double x = left + bw * static_cast<double>(k) + bw * 0.15;
-      const double y = (v > 0 && std::isfinite(v)) ? y_of(v, panels[1][0], panels[1][1]) : panels[1][1];
+      const double y =
+          (v > 0 && std::isfinite(v)) ? y_of(v, panels[1][0], panels[1][1]) : panels[1][1];
       os << "<rect data-layer=\"" << detail::xml_escape(layers[l].path) << "\" data-value=\""
          << detail::exact(v) << "\" x=\"" << x << "\" y=\"" << y << "\" width=\"" << bw * 0.7
          << "\" height=\"" << panels[1][1] - y << "\" fill=\"" << color(k) << "\"/>\n"

@@ -15,14 +15,14 @@ namespace gradscope::diagnostics {
 
 /// Thresholds of the verdicts (sources in docs/diagnostics.md).
 struct Thresholds {
-  double vanishing_ratio = 1e-2;  ///< first/last layer flow-norm ratio below this: vanishing
+  double vanishing_ratio = 1e-2;     ///< first/last layer flow-norm ratio below this: vanishing
   double vanishing_mean_abs = 1e-7;  ///< a layer's mean |dW| below this: vanishing (SageMaker)
-  double exploding_ratio = 1e2;   ///< first/last ratio above this: exploding toward the input
-  double exploding_norm = 1e3;    ///< pre-clip total norm above this: exploding
-  double growth_factor = 1e2;     ///< total norm growing by this factor within the window
-  double dead_fraction = 0.5;     ///< over half the ReLU units dead (SageMaker)
-  double saturated_fraction = 0.5;  ///< over half the sigmoid/tanh units saturated
-  double update_ratio_low = 1e-5;   ///< CS231n: about 1e-3 is healthy
+  double exploding_ratio = 1e2;      ///< first/last ratio above this: exploding toward the input
+  double exploding_norm = 1e3;       ///< pre-clip total norm above this: exploding
+  double growth_factor = 1e2;        ///< total norm growing by this factor within the window
+  double dead_fraction = 0.5;        ///< over half the ReLU units dead (SageMaker)
+  double saturated_fraction = 0.5;   ///< over half the sigmoid/tanh units saturated
+  double update_ratio_low = 1e-5;    ///< CS231n: about 1e-3 is healthy
   double update_ratio_high = 1e-1;
   int window = 10;  ///< recorded steps whose medians the verdicts use
 };
@@ -31,7 +31,7 @@ struct Thresholds {
 enum class Verdict { exploding, vanishing, dead_relu, saturated, update_ratio, healthy };
 
 inline const char* verdict_name(Verdict v) {
-  constexpr const char* names[] = {"exploding", "vanishing", "dead_relu",
+  constexpr const char* names[] = {"exploding", "vanishing",    "dead_relu",
                                    "saturated", "update_ratio", "healthy"};
   return names[static_cast<int>(v)];
 }
@@ -39,10 +39,10 @@ inline const char* verdict_name(Verdict v) {
 /// One verdict with its evidence.
 struct Finding {
   Verdict verdict = Verdict::healthy;
-  std::string summary;              ///< one sentence with the numbers
-  std::vector<std::string> layers;  ///< paths of the layers involved
+  std::string summary;                                   ///< one sentence with the numbers
+  std::vector<std::string> layers;                       ///< paths of the layers involved
   std::vector<std::pair<std::string, double>> evidence;  ///< named numbers behind it
-  std::vector<std::string> hints;   ///< remedies that match the cause
+  std::vector<std::string> hints;                        ///< remedies that match the cause
 };
 
 /// Where the first non-finite value appeared (from anomaly mode).
@@ -116,17 +116,19 @@ inline Diagnosis diagnose(const std::vector<LayerInfo>& layers, const History& h
     f.verdict = Verdict::exploding;
     f.summary = "non-finite value first produced in " + nan_origin->phase + " of '" +
                 nan_origin->op + "'" +
-                (nan_origin->label.empty() ? "" : " at '" + nan_origin->label + "'") +
-                " (step " + std::to_string(nan_origin->step) + ")";
+                (nan_origin->label.empty() ? "" : " at '" + nan_origin->label + "'") + " (step " +
+                std::to_string(nan_origin->step) + ")";
     f.layers.push_back(nan_origin->label);
-    f.hints = {"check the op's domain at that module (log or sqrt of a non-positive value, "
-               "division by zero, exp overflow)",
-               "lower the learning rate or clip gradients (clip_grad_norm) if values grew first"};
+    f.hints = {
+        "check the op's domain at that module (log or sqrt of a non-positive value, "
+        "division by zero, exp overflow)",
+        "lower the learning rate or clip gradients (clip_grad_norm) if values grew first"};
     d.findings.push_back(f);
   }
   if (recs.empty()) return d;
   d.step = recs.back().step;
-  const std::size_t n = std::min<std::size_t>(recs.size(), static_cast<std::size_t>(std::max(1, t.window)));
+  const std::size_t n =
+      std::min<std::size_t>(recs.size(), static_cast<std::size_t>(std::max(1, t.window)));
   const std::size_t first_rec = recs.size() - n;
   const std::size_t L = layers.size();
   auto layer_median = [&](std::size_t l, auto get) {
@@ -153,7 +155,8 @@ inline Diagnosis diagnose(const std::vector<LayerInfo>& layers, const History& h
                   " Inf values in gradients or activations at step " + std::to_string(last.step) +
                   (where.empty() ? "" : ", first in layer " + where.front());
       f.layers = where;
-      f.evidence = {{"nan", static_cast<double>(nans)}, {"inf", static_cast<double>(infs)},
+      f.evidence = {{"nan", static_cast<double>(nans)},
+                    {"inf", static_cast<double>(infs)},
                     {"total_norm", last.total_norm}};
       f.hints = {"enable detect_nan_origin to name the op and module that made the first NaN",
                  "clip gradients by global norm (clip_grad_norm(params, 1.0))",
@@ -174,7 +177,8 @@ inline Diagnosis diagnose(const std::vector<LayerInfo>& layers, const History& h
     const double gain = std::pow(ratio, 1.0 / static_cast<double>(flow.size() - 1));
     bool sigmoid_like = false;
     for (auto l : flow)
-      sigmoid_like = sigmoid_like || layers[l].activation == "Sigmoid" || layers[l].activation == "Tanh";
+      sigmoid_like =
+          sigmoid_like || layers[l].activation == "Sigmoid" || layers[l].activation == "Tanh";
     if (std::isfinite(ratio) && ratio < t.vanishing_ratio) {
       Finding f;
       f.verdict = Verdict::vanishing;
@@ -185,14 +189,16 @@ inline Diagnosis diagnose(const std::vector<LayerInfo>& layers, const History& h
       f.layers = {layers[a].path, layers[b].path};
       f.evidence = {{"first_norm", first}, {"last_norm", last}, {"ratio", ratio}, {"gain", gain}};
       if (sigmoid_like)
-        f.hints.push_back("sigmoid's derivative is at most 1/4 (tanh's at most 1), so each layer "
-                          "multiplies the gradient by at most |w|/4: use ReLU, LeakyReLU or ELU "
-                          "with He initialisation");
+        f.hints.push_back(
+            "sigmoid's derivative is at most 1/4 (tanh's at most 1), so each layer "
+            "multiplies the gradient by at most |w|/4: use ReLU, LeakyReLU or ELU "
+            "with He initialisation");
       else
         f.hints.push_back("use variance-preserving initialisation (He for ReLU, Xavier for tanh)");
       f.hints.push_back("add batch normalisation after the dense layers");
-      f.hints.push_back("for deep stacks, use residual blocks (pre-activation) so the identity "
-                        "path carries the gradient undecayed");
+      f.hints.push_back(
+          "for deep stacks, use residual blocks (pre-activation) so the identity "
+          "path carries the gradient undecayed");
       d.findings.push_back(f);
     } else if (std::isfinite(ratio) && ratio > t.exploding_ratio) {
       Finding f;
@@ -306,8 +312,10 @@ inline Diagnosis diagnose(const std::vector<LayerInfo>& layers, const History& h
                   detail::num(t.update_ratio_low) + ", " + detail::num(t.update_ratio_high) +
                   "]; about 1e-3 is healthy";
       if (high) f.hints.push_back("updates are too large: lower the learning rate or clip");
-      if (low) f.hints.push_back("updates are too small: raise the learning rate, or check for "
-                                 "vanishing gradients in those layers");
+      if (low)
+        f.hints.push_back(
+            "updates are too small: raise the learning rate, or check for "
+            "vanishing gradients in those layers");
       d.findings.push_back(f);
     }
   }

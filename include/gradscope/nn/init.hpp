@@ -19,18 +19,30 @@ enum class Activation { linear, sigmoid, tanh, relu, leaky_relu, elu };
 /// ELU has no standard gain; we use 1, the linear gain.
 inline double gain(Activation a, double negative_slope = 0.01) {
   switch (a) {
-    case Activation::tanh: return 5.0 / 3.0;
-    case Activation::relu: return std::sqrt(2.0);
-    case Activation::leaky_relu: return std::sqrt(2.0 / (1.0 + negative_slope * negative_slope));
-    default: return 1.0;
+    case Activation::tanh:
+      return 5.0 / 3.0;
+    case Activation::relu:
+      return std::sqrt(2.0);
+    case Activation::leaky_relu:
+      return std::sqrt(2.0 / (1.0 + negative_slope * negative_slope));
+    default:
+      return 1.0;
   }
 }
 
 /// A weight (and bias) initialisation scheme. Draws go through a gradscope::Rng.
 struct Initializer {
   enum class Kind {
-    zeros, constant, normal, uniform, xavier_uniform, xavier_normal, he_uniform, he_normal,
-    lecun_normal, nielsen
+    zeros,
+    constant,
+    normal,
+    uniform,
+    xavier_uniform,
+    xavier_normal,
+    he_uniform,
+    he_normal,
+    lecun_normal,
+    nielsen
   };
   Kind kind = Kind::xavier_uniform;
   double a = 0;  ///< constant value, normal std, or uniform lower bound
@@ -39,18 +51,23 @@ struct Initializer {
 
   /// The scheme's name with its parameters, e.g. "he_normal(gain=1.414)".
   std::string name() const {
-    const char* n[] = {"zeros", "constant", "normal", "uniform", "xavier_uniform",
+    const char* n[] = {"zeros",         "constant",   "normal",    "uniform",      "xavier_uniform",
                        "xavier_normal", "he_uniform", "he_normal", "lecun_normal", "nielsen"};
     std::string s = n[static_cast<int>(kind)];
     switch (kind) {
-      case Kind::constant: return s + "(" + std::to_string(a) + ")";
-      case Kind::normal: return s + "(std=" + std::to_string(a) + ")";
-      case Kind::uniform: return s + "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+      case Kind::constant:
+        return s + "(" + std::to_string(a) + ")";
+      case Kind::normal:
+        return s + "(std=" + std::to_string(a) + ")";
+      case Kind::uniform:
+        return s + "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
       case Kind::xavier_uniform:
       case Kind::xavier_normal:
       case Kind::he_uniform:
-      case Kind::he_normal: return s + "(gain=" + std::to_string(gain) + ")";
-      default: return s;
+      case Kind::he_normal:
+        return s + "(gain=" + std::to_string(gain) + ")";
+      default:
+        return s;
     }
   }
 
@@ -59,15 +76,21 @@ struct Initializer {
     const double fi = static_cast<double>(fan_in), fo = static_cast<double>(fan_out);
     switch (kind) {
       case Kind::zeros:
-      case Kind::constant: return 0;
-      case Kind::normal: return a;
-      case Kind::uniform: return (b - a) / std::sqrt(12.0);
+      case Kind::constant:
+        return 0;
+      case Kind::normal:
+        return a;
+      case Kind::uniform:
+        return (b - a) / std::sqrt(12.0);
       case Kind::xavier_uniform:
-      case Kind::xavier_normal: return gain * std::sqrt(2.0 / (fi + fo));
+      case Kind::xavier_normal:
+        return gain * std::sqrt(2.0 / (fi + fo));
       case Kind::he_uniform:
-      case Kind::he_normal: return gain / std::sqrt(fi);
+      case Kind::he_normal:
+        return gain / std::sqrt(fi);
       case Kind::lecun_normal:
-      case Kind::nielsen: return 1.0 / std::sqrt(fi);
+      case Kind::nielsen:
+        return 1.0 / std::sqrt(fi);
     }
     return 0;
   }
@@ -80,12 +103,22 @@ struct Initializer {
       throw ValueError("init: a weight needs positive fan-in and fan-out");
     const double sd = weight_std(fan_in, fan_out);
     switch (kind) {
-      case Kind::zeros: W.setZero(); return;
-      case Kind::constant: W.setConstant(static_cast<typename Derived::Scalar>(a)); return;
-      case Kind::uniform: fill_uniform(W, a, b, rng); return;
+      case Kind::zeros:
+        W.setZero();
+        return;
+      case Kind::constant:
+        W.setConstant(static_cast<typename Derived::Scalar>(a));
+        return;
+      case Kind::uniform:
+        fill_uniform(W, a, b, rng);
+        return;
       case Kind::xavier_uniform:
-      case Kind::he_uniform: fill_uniform(W, -std::sqrt(3.0) * sd, std::sqrt(3.0) * sd, rng); return;
-      default: fill_normal(W, sd, rng); return;
+      case Kind::he_uniform:
+        fill_uniform(W, -std::sqrt(3.0) * sd, std::sqrt(3.0) * sd, rng);
+        return;
+      default:
+        fill_normal(W, sd, rng);
+        return;
     }
   }
 
@@ -94,11 +127,21 @@ struct Initializer {
   template <class Derived>
   void bias(Eigen::MatrixBase<Derived>& v, Rng& rng) const {
     switch (kind) {
-      case Kind::nielsen: fill_normal(v, 1.0, rng); return;
-      case Kind::constant: v.setConstant(static_cast<typename Derived::Scalar>(a)); return;
-      case Kind::normal: fill_normal(v, a, rng); return;
-      case Kind::uniform: fill_uniform(v, a, b, rng); return;
-      default: v.setZero(); return;
+      case Kind::nielsen:
+        fill_normal(v, 1.0, rng);
+        return;
+      case Kind::constant:
+        v.setConstant(static_cast<typename Derived::Scalar>(a));
+        return;
+      case Kind::normal:
+        fill_normal(v, a, rng);
+        return;
+      case Kind::uniform:
+        fill_uniform(v, a, b, rng);
+        return;
+      default:
+        v.setZero();
+        return;
     }
   }
 
@@ -132,9 +175,13 @@ inline Initializer uniform(double a, double b) {
   return {Initializer::Kind::uniform, a, b};
 }
 /// Glorot and Bengio 2010: U(-g sqrt(6 / (fan_in + fan_out)), +...), zero biases.
-inline Initializer xavier_uniform_with(double g) { return {Initializer::Kind::xavier_uniform, 0, 0, g}; }
+inline Initializer xavier_uniform_with(double g) {
+  return {Initializer::Kind::xavier_uniform, 0, 0, g};
+}
 /// Glorot and Bengio 2010: N(0, g^2 2 / (fan_in + fan_out)), zero biases.
-inline Initializer xavier_normal_with(double g) { return {Initializer::Kind::xavier_normal, 0, 0, g}; }
+inline Initializer xavier_normal_with(double g) {
+  return {Initializer::Kind::xavier_normal, 0, 0, g};
+}
 /// He et al. 2015: U(-g sqrt(3 / fan_in), +...), zero biases.
 inline Initializer he_uniform_with(double g) { return {Initializer::Kind::he_uniform, 0, 0, g}; }
 /// He et al. 2015: N(0, g^2 / fan_in), zero biases.

@@ -71,12 +71,18 @@ class Activation : public Module<T> {
   explicit Activation(ActivationKind kind, T parameter = 0) : kind_(kind), p_(parameter) {}
   Tensor<T> forward(const Tensor<T>& x) override {
     switch (kind_) {
-      case ActivationKind::sigmoid: return sigmoid(x);
-      case ActivationKind::tanh: return tanh(x);
-      case ActivationKind::relu: return relu(x);
-      case ActivationKind::leaky_relu: return leaky_relu(x, p_);
-      case ActivationKind::elu: return elu(x, p_);
-      default: return x;
+      case ActivationKind::sigmoid:
+        return sigmoid(x);
+      case ActivationKind::tanh:
+        return tanh(x);
+      case ActivationKind::relu:
+        return relu(x);
+      case ActivationKind::leaky_relu:
+        return leaky_relu(x, p_);
+      case ActivationKind::elu:
+        return elu(x, p_);
+      default:
+        return x;
     }
   }
   std::string kind() const override {
@@ -140,11 +146,11 @@ class BatchNorm : public Module<T> {
   explicit BatchNorm(Index features, T momentum = T(0.1), T eps = T(1e-5))
       : features_(features), momentum_(momentum), eps_(eps) {
     if (features <= 0) throw ValueError("BatchNorm: needs a positive number of features");
-    gamma_ = this->register_parameter("weight",
-                                      Tensor<T>::parameter(Matrix<T>::Ones(1, features), 1));
-    beta_ = this->register_parameter("bias",
-                                     Tensor<T>::parameter(Matrix<T>::Zero(1, features), 1));
-    running_mean_ = this->register_buffer("running_mean", Tensor<T>::zeros(Shape::vector(features)));
+    gamma_ =
+        this->register_parameter("weight", Tensor<T>::parameter(Matrix<T>::Ones(1, features), 1));
+    beta_ = this->register_parameter("bias", Tensor<T>::parameter(Matrix<T>::Zero(1, features), 1));
+    running_mean_ =
+        this->register_buffer("running_mean", Tensor<T>::zeros(Shape::vector(features)));
     running_var_ = this->register_buffer("running_var", Tensor<T>::ones(Shape::vector(features)));
   }
   Tensor<T> forward(const Tensor<T>& x) override {
@@ -152,9 +158,7 @@ class BatchNorm : public Module<T> {
                       BatchNormOptions<T>{this->is_training(), momentum_, eps_});
   }
   std::string kind() const override { return "BatchNorm"; }
-  std::string describe() const override {
-    return "BatchNorm(" + std::to_string(features_) + ")";
-  }
+  std::string describe() const override { return "BatchNorm(" + std::to_string(features_) + ")"; }
   Tensor<T>& weight() noexcept { return gamma_; }
   Tensor<T>& bias() noexcept { return beta_; }
   Tensor<T>& running_mean() noexcept { return running_mean_; }

@@ -19,8 +19,8 @@ Tensor<T> softmax_cross_entropy(const Tensor<T>& logits, std::span<const int> la
 template <Scalar T>
 Tensor<T> mse(const Tensor<T>& prediction, const Tensor<T>& target) {
   if (prediction.shape() != target.shape())
-    throw ShapeError(gradscope::detail::cat("mse: prediction ", prediction.shape(),
-                                            " and target ", target.shape(), " differ"));
+    throw ShapeError(gradscope::detail::cat("mse: prediction ", prediction.shape(), " and target ",
+                                            target.shape(), " differ"));
   return mean(square(sub(prediction, target)));
 }
 
@@ -35,8 +35,8 @@ template <Scalar T>
 double accuracy(const Tensor<T>& logits, std::span<const int> labels) {
   const auto v = logits.value();
   if (static_cast<Index>(labels.size()) != v.rows())
-    throw ShapeError(gradscope::detail::cat("accuracy: ", labels.size(), " labels for ", v.rows(),
-                                            " rows"));
+    throw ShapeError(
+        gradscope::detail::cat("accuracy: ", labels.size(), " labels for ", v.rows(), " rows"));
   Index correct = 0;
   for (Index i = 0; i < v.rows(); ++i) {
     Index arg;

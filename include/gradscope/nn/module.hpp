@@ -130,10 +130,10 @@ class Module {
       visit([&](Module& m) { restore.modes.emplace_back(&m, m.training_); });
       eval();
       visit([&](Module& m) {
-        restore.handles.push_back(m.register_forward_hook([&shapes](Module& mm, const Tensor<T>&,
-                                                                    const Tensor<T>& y) {
-          shapes.emplace_back(&mm, "[-, " + std::to_string(y.cols()) + "]");
-        }));
+        restore.handles.push_back(
+            m.register_forward_hook([&shapes](Module& mm, const Tensor<T>&, const Tensor<T>& y) {
+              shapes.emplace_back(&mm, "[-, " + std::to_string(y.cols()) + "]");
+            }));
       });
       NoGrad no_grad;
       (*this)(Tensor<T>::zeros(2, input_features));
@@ -150,8 +150,9 @@ class Module {
       Index own = 0;
       for (auto& p : m.own_parameters_) own += p.tensor.size();
       const int depth = static_cast<int>(std::count(m.path_.begin(), m.path_.end(), '.'));
-      os << std::left << std::setw(22) << (std::string(static_cast<std::size_t>(depth) * 2, ' ') +
-                                           (m.path_.empty() ? "(root)" : m.path_))
+      os << std::left << std::setw(22)
+         << (std::string(static_cast<std::size_t>(depth) * 2, ' ') +
+             (m.path_.empty() ? "(root)" : m.path_))
          << std::setw(34) << m.describe() << std::setw(14) << shape << std::right << std::setw(12)
          << own << '\n';
     });

@@ -43,8 +43,7 @@ class Sequential : public Module<T> {
   /// The i-th child; throws UsageError when out of range.
   Module<T>& at(std::size_t i) const {
     if (i >= size())
-      throw UsageError(gradscope::detail::cat("Sequential::at(", i, "): only ", size(),
-                                              " layers"));
+      throw UsageError(gradscope::detail::cat("Sequential::at(", i, "): only ", size(), " layers"));
     return *this->children()[i].second;
   }
   Module<T>& operator[](std::size_t i) const { return at(i); }

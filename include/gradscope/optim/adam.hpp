@@ -20,7 +20,8 @@ struct AdamOptions {
 };
 
 /// PyTorch's Adam (decoupled = false) and AdamW (decoupled = true):
-/// m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, p -= lr m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps).
+/// m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, p -= lr m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) +
+/// eps).
 template <Scalar T>
 class Adam : public Optimizer<T> {
  public:
@@ -86,7 +87,8 @@ class AdamW : public Adam<T> {
  public:
   AdamW(std::vector<Tensor<T>> params, AdamOptions<T> opt = with_default_decay())
       : Adam<T>(std::vector<ParamGroup<T>>{{std::move(params), {}, {}}}, opt, true) {}
-  AdamW(std::vector<ParamGroup<T>> groups, AdamOptions<T> opt) : Adam<T>(std::move(groups), opt, true) {}
+  AdamW(std::vector<ParamGroup<T>> groups, AdamOptions<T> opt)
+      : Adam<T>(std::move(groups), opt, true) {}
   /// AdamOptions with PyTorch's AdamW default weight_decay = 0.01.
   static AdamOptions<T> with_default_decay() {
     AdamOptions<T> o;

@@ -42,7 +42,8 @@ double grad_norm(const std::vector<Tensor<T>>& params, double p = 2) {
     } else if (p == 2) {
       total += g.template cast<double>().squaredNorm();
     } else {
-      for (Index i = 0; i < g.size(); ++i) total += std::pow(std::abs(static_cast<double>(g.data()[i])), p);
+      for (Index i = 0; i < g.size(); ++i)
+        total += std::pow(std::abs(static_cast<double>(g.data()[i])), p);
     }
   }
   if (inf) return total;

@@ -41,8 +41,8 @@ class Optimizer {
     for (auto& g : groups_) {
       for (auto& p : g.params) {
         if (!p.is_persistent() || !p.requires_grad())
-          throw UsageError(gradscope::detail::cat(
-              "optimizer: parameter ", i, " ('", p.name(), "') is not a parameter tensor"));
+          throw UsageError(gradscope::detail::cat("optimizer: parameter ", i, " ('", p.name(),
+                                                  "') is not a parameter tensor"));
         max_size_ = std::max(max_size_, p.size());
         ++i;
       }
@@ -63,8 +63,12 @@ class Optimizer {
           throw NumericalError(gradscope::detail::cat(
               kind(), ".step: non-finite gradient in parameter '", display_name(p), "' of shape ",
               p.shape(), "; the step was not applied"));
-        case NonFinite::skip: ++skipped_; return false;
-        case NonFinite::proceed: ++non_finite_steps_; break;
+        case NonFinite::skip:
+          ++skipped_;
+          return false;
+        case NonFinite::proceed:
+          ++non_finite_steps_;
+          break;
       }
       ++steps_;
       apply();
@@ -83,7 +87,8 @@ class Optimizer {
   /// The base learning rate (schedules set it each step).
   T lr() const noexcept { return lr_; }
   void set_lr(T lr) {
-    if (!(lr >= 0)) throw ValueError(gradscope::detail::cat(kind(), ": learning rate must be >= 0"));
+    if (!(lr >= 0))
+      throw ValueError(gradscope::detail::cat(kind(), ": learning rate must be >= 0"));
     lr_ = lr;
   }
   /// Number of applied steps (the bias-correction step count of Adam).
@@ -116,7 +121,8 @@ class Optimizer {
     for (auto& g : groups_)
       for (auto& p : g.params) {
         for (auto& [name, buf] : state_of(i))
-          out.push_back({(p.name().empty() ? "param" + std::to_string(i) : p.name()) + "." + name, buf});
+          out.push_back(
+              {(p.name().empty() ? "param" + std::to_string(i) : p.name()) + "." + name, buf});
         ++i;
       }
     return out;

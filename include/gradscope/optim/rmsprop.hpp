@@ -12,7 +12,8 @@ struct RMSpropOptions {
   T alpha = T(0.99);  ///< smoothing of the squared-gradient average
   T eps = T(1e-8);
   T momentum = 0;
-  bool centered = false;  ///< divide by an estimate of the variance instead of the raw second moment
+  bool centered =
+      false;  ///< divide by an estimate of the variance instead of the raw second moment
   T weight_decay = 0;
   T l1 = 0;
   NonFinite non_finite = NonFinite::error;

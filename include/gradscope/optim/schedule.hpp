@@ -39,7 +39,8 @@ namespace schedule {
 /// Multiplies by gamma every `step_size` steps.
 inline Schedule step(std::int64_t step_size, double gamma) {
   if (step_size <= 0) throw ValueError("schedule::step: step_size must be > 0");
-  return Schedule([=](std::int64_t t) { return std::pow(gamma, static_cast<double>(t / step_size)); });
+  return Schedule(
+      [=](std::int64_t t) { return std::pow(gamma, static_cast<double>(t / step_size)); });
 }
 /// Multiplies by gamma every step.
 inline Schedule exponential(double gamma) {

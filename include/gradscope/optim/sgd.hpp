@@ -24,7 +24,8 @@ class SGD : public Optimizer<T> {
  public:
   SGD(std::vector<Tensor<T>> params, SGDOptions<T> opt = {})
       : SGD(std::vector<ParamGroup<T>>{{std::move(params), {}, {}}}, opt) {}
-  SGD(std::vector<ParamGroup<T>> groups, SGDOptions<T> opt) : Optimizer<T>(std::move(groups)), o_(opt) {
+  SGD(std::vector<ParamGroup<T>> groups, SGDOptions<T> opt)
+      : Optimizer<T>(std::move(groups)), o_(opt) {
     if (opt.nesterov && (opt.momentum <= 0 || opt.dampening != 0))
       throw ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0");
     if (opt.momentum < 0 || opt.weight_decay < 0 || opt.l1 < 0)

@@ -17,10 +17,14 @@ class Progress {
  public:
   /// `label` prefixes the line; `out` defaults to stderr; `interactive` defaults to whether
   /// `out` is a terminal.
-  explicit Progress(long long total, std::string label = {}, std::FILE* out = stderr, int interactive = -1)
-      : total_(total), label_(std::move(label)), out_(out),
+  explicit Progress(long long total, std::string label = {}, std::FILE* out = stderr,
+                    int interactive = -1)
+      : total_(total),
+        label_(std::move(label)),
+        out_(out),
         tty_(interactive < 0 ? ::isatty(::fileno(out)) == 1 : interactive == 1),
-        start_(clock::now()), last_(start_) {}
+        start_(clock::now()),
+        last_(start_) {}
 
   /// Sets a named field shown after the bar ("loss", "acc"), formatted with printf's %.4g.
   void field(const std::string& name, double value) {

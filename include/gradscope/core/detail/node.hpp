@@ -49,12 +49,39 @@ enum class Op : std::uint8_t {
 };
 
 inline const char* op_name(Op op) noexcept {
-  static constexpr const char* names[] = {
-      "constant", "variable", "parameter", "add", "sub", "mul", "div", "neg", "scale",
-      "add_scalar", "pow", "exp", "log", "sqrt", "square", "abs", "clamp", "sigmoid", "tanh",
-      "relu", "leaky_relu", "elu", "matmul", "transpose", "sum", "mean", "softmax",
-      "log_softmax", "linear", "softmax_cross_entropy", "binary_cross_entropy_with_logits",
-      "batch_norm", "dropout"};
+  static constexpr const char* names[] = {"constant",
+                                          "variable",
+                                          "parameter",
+                                          "add",
+                                          "sub",
+                                          "mul",
+                                          "div",
+                                          "neg",
+                                          "scale",
+                                          "add_scalar",
+                                          "pow",
+                                          "exp",
+                                          "log",
+                                          "sqrt",
+                                          "square",
+                                          "abs",
+                                          "clamp",
+                                          "sigmoid",
+                                          "tanh",
+                                          "relu",
+                                          "leaky_relu",
+                                          "elu",
+                                          "matmul",
+                                          "transpose",
+                                          "sum",
+                                          "mean",
+                                          "softmax",
+                                          "log_softmax",
+                                          "linear",
+                                          "softmax_cross_entropy",
+                                          "binary_cross_entropy_with_logits",
+                                          "batch_norm",
+                                          "dropout"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<std::size_t>(Op::count_));
   return names[static_cast<std::size_t>(op)];
 }

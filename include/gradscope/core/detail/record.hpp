@@ -3,8 +3,8 @@
 // and that allocates its output.
 
 #include <initializer_list>
-#include <new>
 #include <memory>
+#include <new>
 #include <sstream>
 #include <vector>
 
