@@ -175,27 +175,34 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       break;
     }
     case Op::batch_norm: {  // columns are features; aux = xhat [N, C], aux2 = 1/sqrt(var + eps) [C]
-      const auto& in = tape.node(n.in[0]);
       const ConstMatrixMap<T> xhat(static_cast<const T*>(n.aux), R, C);
-      const ConstMatrixMap<T> invstd(static_cast<const T*>(n.aux2), 1, C);
-      const auto gamma = X(1);
-      if (wants(1)) GX(1).array() += (G.array() * xhat.array()).colwise().sum();
-      if (wants(2)) GX(2) += G.colwise().sum();
+      const auto is = ConstMatrixMap<T>(static_cast<const T*>(n.aux2), 1, C).row(0).array();
+      const auto gamma = X(1).row(0).array();
+      // Per-feature sums of G and of G xhat, accumulated row by row (rows are contiguous).
+      MatrixMap<T> sums(tape.arena().template allocate_array<T>(static_cast<std::size_t>(3 * C)), 3,
+                        C);
+      auto sum_g = sums.row(0).array();
+      auto sum_gx = sums.row(1).array();
+      auto k = sums.row(2).array();
+      sum_g.setZero();
+      sum_gx.setZero();
+      for (Index i = 0; i < R; ++i) {
+        sum_g += G.row(i).array();
+        sum_gx += G.row(i).array() * xhat.row(i).array();
+      }
+      if (wants(1)) GX(1).row(0).array() += sum_gx;  // d gamma = sum(g xhat)
+      if (wants(2)) GX(2).row(0).array() += sum_g;   // d beta = sum(g)
       if (wants(0)) {
         auto gx = GX(0);
+        k = gamma * is;
         if (n.mode == 1) {  // eval: y = gamma (x - running_mean) invstd + beta
-          // Row by row, like sum and mean: a broadcast expression would allocate a temporary.
+          for (Index i = 0; i < R; ++i) gx.row(i).array() += G.row(i).array() * k;
+        } else {  // train: dx = gamma invstd (g - mean(g) - xhat mean(g xhat))
+          const T inv_n = T(1) / static_cast<T>(R);
+          sum_g *= inv_n;
+          sum_gx *= inv_n;
           for (Index i = 0; i < R; ++i)
-            gx.row(i).array() += G.row(i).array() * gamma.row(0).array() * invstd.row(0).array();
-        } else {  // train: dx = invstd / N (N dxhat - sum dxhat - xhat sum(dxhat xhat))
-          const T N = static_cast<T>(in.rows);
-          for (Index j = 0; j < C; ++j) {
-            const T k = gamma(0, j) * invstd(0, j);
-            const T sum_g = G.col(j).sum();
-            const T sum_gx = G.col(j).dot(xhat.col(j));
-            gx.col(j).array() +=
-                k * (G.col(j).array() - (sum_g + xhat.col(j).array() * sum_gx) / N);
-          }
+            gx.row(i).array() += k * (G.row(i).array() - sum_g - xhat.row(i).array() * sum_gx);
         }
       }
       break;

@@ -39,28 +39,46 @@ Tensor<T> batch_norm(const Tensor<T>& x, const Tensor<T>& gamma, const Tensor<T>
                                  opt.eps, ", momentum ", opt.momentum));
   detail::Recorder<T> r(detail::Op::batch_norm, {&x, &gamma, &beta}, s);
   r.set_args(opt.eps, opt.momentum, opt.training ? 0 : 1);
+  // Rows are contiguous and features are columns: every statistic is accumulated row by row,
+  // so each pass streams through memory once and stays vectorised.
   const auto& X = r.in(0);
+  const auto gamma_row = r.in(1).row(0).array();
+  const auto beta_row = r.in(2).row(0).array();
   MatrixMap<T> xhat(r.template scratch<T>(static_cast<std::size_t>(N * C)), N, C);
   MatrixMap<T> invstd(r.template scratch<T>(static_cast<std::size_t>(C)), 1, C);
+  auto is = invstd.row(0).array();
   if (opt.training) {
     MatrixMap<T> mean(r.template scratch<T>(static_cast<std::size_t>(C)), 1, C);
-    mean = X.colwise().sum() / static_cast<T>(N);
-    xhat = X.rowwise() - mean.row(0);
     MatrixMap<T> var(r.template scratch<T>(static_cast<std::size_t>(C)), 1, C);
-    var = xhat.array().square().colwise().sum().matrix() / static_cast<T>(N);
-    invstd = (var.array() + opt.eps).rsqrt().matrix();
-    auto rm = running_mean.mutable_value();
-    auto rv = running_var.mutable_value();
+    auto m = mean.row(0).array();
+    auto v = var.row(0).array();
+    m = X.row(0).array();
+    for (Index i = 1; i < N; ++i) m += X.row(i).array();
+    m /= static_cast<T>(N);
+    v.setZero();
+    for (Index i = 0; i < N; ++i) {
+      xhat.row(i).array() = X.row(i).array() - m;
+      v += xhat.row(i).array().square();
+    }
+    v /= static_cast<T>(N);  // biased: the normalisation uses the batch's own variance
+    is = (v + opt.eps).rsqrt();
+    auto rm = running_mean.mutable_value().row(0).array();
+    auto rv = running_var.mutable_value().row(0).array();
     const T unbias = static_cast<T>(N) / static_cast<T>(N - 1);
-    rm = (T(1) - opt.momentum) * rm + opt.momentum * mean;
-    rv = (T(1) - opt.momentum) * rv + (opt.momentum * unbias) * var;
+    rm = (T(1) - opt.momentum) * rm + opt.momentum * m;
+    rv = (T(1) - opt.momentum) * rv + (opt.momentum * unbias) * v;
+    for (Index i = 0; i < N; ++i) {
+      xhat.row(i).array() *= is;
+      r.out().row(i).array() = xhat.row(i).array() * gamma_row + beta_row;
+    }
   } else {
-    invstd = (running_var.value().array() + opt.eps).rsqrt().matrix();
-    xhat = X.rowwise() - running_mean.value().row(0);
+    is = (running_var.value().row(0).array() + opt.eps).rsqrt();
+    const auto rm = running_mean.value().row(0).array();
+    for (Index i = 0; i < N; ++i) {
+      xhat.row(i).array() = (X.row(i).array() - rm) * is;
+      r.out().row(i).array() = xhat.row(i).array() * gamma_row + beta_row;
+    }
   }
-  xhat.array().rowwise() *= invstd.array().row(0);
-  r.out() = (xhat.array().rowwise() * r.in(1).array().row(0)).matrix();
-  r.out().rowwise() += r.in(2).row(0);
   r.set_aux(xhat.data());
   if (r.recording()) r.node().aux2 = invstd.data();
   return r.finish();

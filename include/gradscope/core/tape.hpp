@@ -134,10 +134,18 @@ class Tape {
     nodes_.push_back(n);
     return static_cast<std::uint32_t>(nodes_.size() - 1);
   }
-  /// The gradient buffer of node i, allocated and zeroed on first use.
+  /// The gradient buffer of node i, allocated and zeroed on first use. A parameter without
+  /// gradient hooks accumulates straight into its persistent gradient (no copy, no extra pass);
+  /// one with hooks gets a buffer of its own, so its hooks see this backward's contribution.
   T* grad_buffer(std::uint32_t i) {
     auto& n = nodes_[i];
-    if (!n.grad) n.grad = arena_.allocate_zeroed<T>(static_cast<std::size_t>(n.rows * n.cols));
+    if (!n.grad) {
+      auto* s = n.op == detail::Op::parameter ? static_cast<detail::Storage<T>*>(n.aux) : nullptr;
+      if (s && s->hooks.empty())
+        n.grad = s->grad.data();
+      else
+        n.grad = arena_.allocate_zeroed<T>(static_cast<std::size_t>(n.rows * n.cols));
+    }
     return n.grad;
   }
   /// The leaf node standing for a persistent tensor on this tape (one per storage per reset).
@@ -248,6 +256,7 @@ class Tape {
       if (n.has_hooks) fire_tape_hooks(i, g);
       if (n.op == detail::Op::parameter) {
         auto* s = static_cast<detail::Storage<T>*>(n.aux);
+        if (n.grad == s->grad.data()) continue;  // accumulated in place (see grad_buffer)
         for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
         s->grad += g;
         continue;
