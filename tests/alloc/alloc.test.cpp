@@ -8,8 +8,8 @@
 // Eigen::internal::set_is_malloc_allowed(false) is in force; our eigen_assert counts it instead
 // of aborting (and counts any other failed Eigen assertion separately, which must stay zero).
 //
-// This file is its own executable (test_alloc) with its own Catch main: replacing operator new
-// must not affect the other test binaries.
+// This file is its own executable (test_alloc) with its own Catch main (main.cpp): replacing
+// operator new must not affect the other test binaries.
 
 #include <atomic>
 #include <cstddef>
@@ -110,7 +110,6 @@ void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcep
     if (!static_cast<bool>(x)) ::alloc_counter::eigen_assert_failed(#x); \
   } while (false)
 
-#define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
 #include <gradscope/gradscope.hpp>

@@ -10,3 +10,10 @@
 #include "tape.hpp"
 #include "tensor.hpp"
 #include "types.hpp"
+
+// Builds that compile <gradscope/instantiate.hpp> once skip these instantiations everywhere else.
+#if defined(GRADSCOPE_EXTERN_TEMPLATES)
+#include "../detail/instances.hpp"
+GRADSCOPE_CORE_INSTANCES(extern template, float)
+GRADSCOPE_CORE_INSTANCES(extern template, double)
+#endif

@@ -6,3 +6,10 @@
 #include "nielsen.hpp"
 #include "report.hpp"
 #include "verdict.hpp"
+
+// Builds that compile <gradscope/instantiate.hpp> once skip these instantiations everywhere else.
+#if defined(GRADSCOPE_EXTERN_TEMPLATES)
+#include "../detail/instances.hpp"
+GRADSCOPE_DIAGNOSTICS_INSTANCES(extern template, float)
+GRADSCOPE_DIAGNOSTICS_INSTANCES(extern template, double)
+#endif

@@ -1,0 +1,82 @@
+#pragma once
+// The explicit instantiations behind GRADSCOPE_EXTERN_TEMPLATES, one list per component.
+//
+// GRADSCOPE_<COMPONENT>_INSTANCES(PREFIX, T) names every heavy template of that component for the
+// scalar type T. Each component header expands it with PREFIX = `extern template` at its end when
+// GRADSCOPE_EXTERN_TEMPLATES is defined, so translation units that include it do not instantiate
+// (parse, optimise and emit) those templates themselves; <gradscope/instantiate.hpp> expands every
+// list with PREFIX = `template`, in the one source file that provides the instantiations.
+//
+// A template missing from a list is simply instantiated where it is used, as without the macro:
+// these lists are a compile-time saving, never a correctness matter. This header defines macros
+// only and includes nothing, so any component header may include it.
+
+#define GRADSCOPE_CORE_INSTANCES(PREFIX, T)                                                        \
+  PREFIX void gradscope::detail::backward_node<T>(gradscope::Tape<T>&,                            \
+                                                  gradscope::detail::Node<T>&);                   \
+  PREFIX gradscope::Tensor<T> gradscope::add<T>(const gradscope::Tensor<T>&,                       \
+                                                const gradscope::Tensor<T>&);                      \
+  PREFIX gradscope::Tensor<T> gradscope::sub<T>(const gradscope::Tensor<T>&,                       \
+                                                const gradscope::Tensor<T>&);                      \
+  PREFIX gradscope::Tensor<T> gradscope::mul<T>(const gradscope::Tensor<T>&,                       \
+                                                const gradscope::Tensor<T>&);                      \
+  PREFIX gradscope::Tensor<T> gradscope::div<T>(const gradscope::Tensor<T>&,                       \
+                                                const gradscope::Tensor<T>&);                      \
+  PREFIX gradscope::Tensor<T> gradscope::neg<T>(const gradscope::Tensor<T>&);                      \
+  PREFIX gradscope::Tensor<T> gradscope::scale<T>(const gradscope::Tensor<T>&, T);                 \
+  PREFIX gradscope::Tensor<T> gradscope::add_scalar<T>(const gradscope::Tensor<T>&, T);            \
+  PREFIX gradscope::Tensor<T> gradscope::pow<T>(const gradscope::Tensor<T>&, T);                   \
+  PREFIX gradscope::Tensor<T> gradscope::exp<T>(const gradscope::Tensor<T>&);                      \
+  PREFIX gradscope::Tensor<T> gradscope::log<T>(const gradscope::Tensor<T>&);                      \
+  PREFIX gradscope::Tensor<T> gradscope::sqrt<T>(const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::square<T>(const gradscope::Tensor<T>&);                   \
+  PREFIX gradscope::Tensor<T> gradscope::abs<T>(const gradscope::Tensor<T>&);                      \
+  PREFIX gradscope::Tensor<T> gradscope::clamp<T>(const gradscope::Tensor<T>&, T, T);              \
+  PREFIX gradscope::Tensor<T> gradscope::sigmoid<T>(const gradscope::Tensor<T>&);                  \
+  PREFIX gradscope::Tensor<T> gradscope::tanh<T>(const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::relu<T>(const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::leaky_relu<T>(const gradscope::Tensor<T>&, T);            \
+  PREFIX gradscope::Tensor<T> gradscope::elu<T>(const gradscope::Tensor<T>&, T);                   \
+  PREFIX gradscope::Tensor<T> gradscope::matmul<T>(                                                \
+      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, gradscope::MatmulOptions);         \
+  PREFIX gradscope::Tensor<T> gradscope::transpose<T>(const gradscope::Tensor<T>&);                \
+  PREFIX gradscope::Tensor<T> gradscope::sum<T>(const gradscope::Tensor<T>&, gradscope::Reduce);   \
+  PREFIX gradscope::Tensor<T> gradscope::mean<T>(const gradscope::Tensor<T>&, gradscope::Reduce);  \
+  PREFIX gradscope::Tensor<T> gradscope::softmax<T>(const gradscope::Tensor<T>&);                  \
+  PREFIX gradscope::Tensor<T> gradscope::log_softmax<T>(const gradscope::Tensor<T>&);              \
+  PREFIX gradscope::Tensor<T> gradscope::linear<T>(                                                \
+      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, const gradscope::Tensor<T>&);      \
+  PREFIX gradscope::Tensor<T> gradscope::softmax_cross_entropy<T>(const gradscope::Tensor<T>&,     \
+                                                                  std::span<const int>);           \
+  PREFIX gradscope::Tensor<T> gradscope::binary_cross_entropy_with_logits<T>(                      \
+      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&);                                   \
+  PREFIX gradscope::Tensor<T> gradscope::batch_norm<T>(                                            \
+      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, const gradscope::Tensor<T>&,       \
+      gradscope::Tensor<T>&, gradscope::Tensor<T>&, const gradscope::BatchNormOptions<T>&);        \
+  PREFIX gradscope::Tensor<T> gradscope::dropout<T>(const gradscope::Tensor<T>&, double,           \
+                                                    gradscope::Rng&);
+
+#define GRADSCOPE_NN_INSTANCES(PREFIX, T)    \
+  PREFIX class gradscope::nn::Module<T>;     \
+  PREFIX class gradscope::nn::Dense<T>;      \
+  PREFIX class gradscope::nn::Activation<T>; \
+  PREFIX struct gradscope::nn::Sigmoid<T>;   \
+  PREFIX struct gradscope::nn::Tanh<T>;      \
+  PREFIX struct gradscope::nn::ReLU<T>;      \
+  PREFIX struct gradscope::nn::LeakyReLU<T>; \
+  PREFIX struct gradscope::nn::ELU<T>;       \
+  PREFIX struct gradscope::nn::Identity<T>;  \
+  PREFIX class gradscope::nn::BatchNorm<T>;  \
+  PREFIX class gradscope::nn::Dropout<T>;    \
+  PREFIX class gradscope::nn::Sequential<T>; \
+  PREFIX class gradscope::nn::Residual<T>;
+
+#define GRADSCOPE_OPTIM_INSTANCES(PREFIX, T)    \
+  PREFIX class gradscope::optim::Optimizer<T>;  \
+  PREFIX class gradscope::optim::SGD<T>;        \
+  PREFIX class gradscope::optim::Adam<T>;       \
+  PREFIX class gradscope::optim::AdamW<T>;      \
+  PREFIX class gradscope::optim::RMSprop<T>;
+
+#define GRADSCOPE_DIAGNOSTICS_INSTANCES(PREFIX, T) \
+  PREFIX class gradscope::diagnostics::GradientMonitor<T>;
