@@ -272,7 +272,7 @@ class Tape {
       if (n.in[k] == detail::no_input) continue;
       const auto& in = nodes_[n.in[k]];
       if (!in.grad) continue;
-      if (!ConstMatrixMap<T>(in.grad, in.rows, in.cols).allFinite()) {
+      if (!detail::all_finite(in.grad, in.rows * in.cols)) {
         std::ostringstream os;
         os << "non-finite gradient in backward of '" << detail::op_name(n.op)
            << "' flowing to input " << k << "; input shapes";

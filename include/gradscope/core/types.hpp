@@ -58,4 +58,19 @@ enum class Reduce : std::uint8_t {
   per_column,  ///< one value per column: shape [cols]
 };
 
+namespace detail {
+/// True when none of the n values at p is NaN or infinite. One vectorised pass (x * 0 is 0 for
+/// a finite x and NaN otherwise, and the sum keeps a NaN); Eigen's allFinite() on a row-major
+/// map walks it column by column, one scalar at a time, several times slower.
+template <class T>
+bool all_finite(const T* p, Index n) {
+  return (Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(p, n) * T(0)).sum() == T(0);
+}
+/// The same for a contiguous Eigen matrix or map (any object with data() and size()).
+template <class M>
+bool all_finite(const M& m) {
+  return all_finite(m.data(), m.size());
+}
+}  // namespace detail
+
 }  // namespace gradscope

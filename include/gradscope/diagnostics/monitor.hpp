@@ -256,7 +256,7 @@ class GradientMonitor {
 
   template <class M>
   static void count_non_finite(const M& m, LayerStats& st) {
-    if (m.allFinite()) return;
+    if (gradscope::detail::all_finite(m)) return;
     for (Index i = 0; i < m.rows(); ++i)
       for (Index j = 0; j < m.cols(); ++j) {
         const T v = m(i, j);

@@ -45,6 +45,7 @@ class Adam : public Optimizer<T> {
 
  protected:
   void apply() override {
+    using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
     const T t = static_cast<T>(this->steps());
     const T c1 = T(1) - std::pow(o_.beta1, t);
     const T c2 = T(1) - std::pow(o_.beta2, t);
@@ -53,20 +54,35 @@ class Adam : public Optimizer<T> {
       const T lr = this->group_lr(group);
       for (auto& p : group.params) {
         const bool reg = this->regularized(group, p);
-        auto w = p.mutable_value();
-        auto g = this->work(p, 0);
-        g = p.grad();
-        if (decoupled_) {
-          if (reg && o_.weight_decay != 0) w *= T(1) - lr * o_.weight_decay;
-          this->regularize(g, p.value(), reg, T(0), o_.l1);
-        } else {
-          this->regularize(g, p.value(), reg, o_.weight_decay, o_.l1);
+        const T coupled = reg && !decoupled_ ? o_.weight_decay : T(0);  // Adam: g += wd p
+        const T l1 = reg ? o_.l1 : T(0);                                // both: g += l1 sign(p)
+        const bool shrink = reg && decoupled_ && o_.weight_decay != 0;  // AdamW: p *= 1 - lr wd
+        const bool copy = coupled != 0 || l1 != 0;
+        const T* grad = p.grad().data();
+        T* wp = p.mutable_value().data();
+        T* mp = m_[i].mutable_value().data();
+        T* vp = v_[i].mutable_value().data();
+        // A chunk at a time, so the passes below find g, p, m and v in L1 instead of memory.
+        for (Index k = 0, n = p.size(); k < n; k += kChunk) {
+          const Index len = std::min(kChunk, n - k);
+          Eigen::Map<Array> w(wp + k, len), m(mp + k, len), v(vp + k, len);
+          if (shrink) w *= T(1) - lr * o_.weight_decay;
+          Eigen::Map<Array> g(copy ? this->work(p, 0).data() : nullptr, copy ? len : 0);
+          if (copy) {
+            g = Eigen::Map<const Array>(grad + k, len);
+            if (coupled != 0) g += coupled * w;
+            if (l1 != 0) g += l1 * w.sign();
+          }
+          const auto step = [&](const auto& gk) {
+            m = o_.beta1 * m + (T(1) - o_.beta1) * gk;
+            v = o_.beta2 * v + (T(1) - o_.beta2) * gk.square();
+            w -= (lr / c1) * m / ((v / c2).sqrt() + o_.eps);
+          };
+          if (copy)
+            step(g);
+          else
+            step(Eigen::Map<const Array>(grad + k, len));
         }
-        auto m = m_[i].mutable_value();
-        auto v = v_[i].mutable_value();
-        m = o_.beta1 * m + (T(1) - o_.beta1) * g;
-        v.array() = o_.beta2 * v.array() + (T(1) - o_.beta2) * g.array().square();
-        w.array() -= (lr / c1) * m.array() / ((v.array() / c2).sqrt() + o_.eps);
         ++i;
       }
     }
@@ -76,6 +92,7 @@ class Adam : public Optimizer<T> {
   }
 
  private:
+  static constexpr Index kChunk = 1024;
   AdamOptions<T> o_;
   bool decoupled_;
   std::vector<Tensor<T>> m_, v_;

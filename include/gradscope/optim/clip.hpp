@@ -38,7 +38,7 @@ double grad_norm(const std::vector<Tensor<T>>& params, double p = 2) {
     if (inf) {
       for (Index i = 0; i < g.size(); ++i)
         total = std::max(total, std::abs(static_cast<double>(g.data()[i])));
-      if (!g.allFinite()) return std::numeric_limits<double>::quiet_NaN();
+      if (!gradscope::detail::all_finite(g)) return std::numeric_limits<double>::quiet_NaN();
     } else if (p == 2) {
       total += g.template cast<double>().squaredNorm();
     } else {
@@ -65,7 +65,7 @@ double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm, dou
   if (!std::isfinite(total)) {
     if (policy == NonFinite::error) {
       for (const auto& t : params)
-        if (!t.grad().allFinite())
+        if (!gradscope::detail::all_finite(t.grad()))
           throw NumericalError(gradscope::detail::cat(
               "clip_grad_norm: non-finite gradient in parameter '",
               t.name().empty() ? std::string("(unnamed)") : t.name(), "' of shape ", t.shape()));

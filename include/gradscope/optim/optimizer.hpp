@@ -165,7 +165,7 @@ class Optimizer {
   std::optional<Tensor<T>> first_non_finite() const {
     for (const auto& g : groups_)
       for (const auto& p : g.params)
-        if (!p.grad().allFinite()) return p;
+        if (!gradscope::detail::all_finite(p.grad())) return p;
     return std::nullopt;
   }
 

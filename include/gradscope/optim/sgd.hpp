@@ -41,24 +41,35 @@ class SGD : public Optimizer<T> {
   void apply() override {
     std::size_t i = 0;
     const bool first = this->steps() == 1;
+    const bool decays = o_.weight_decay != 0 || o_.l1 != 0;
     for (auto& group : this->groups_) {
       const T lr = this->group_lr(group);
       for (auto& p : group.params) {
-        auto g = this->work(p, 0);
-        g = p.grad();
-        this->regularize(g, p.value(), this->regularized(group, p), o_.weight_decay, o_.l1);
-        if (o_.momentum != 0) {
+        auto w = p.mutable_value();
+        // g: the gradient, or a regularised copy of it; p -= lr g in one pass when plain.
+        const auto update = [&](const auto& g) {
+          if (o_.momentum == 0) {
+            w -= lr * g;
+            return;
+          }
           auto b = momentum_[i].mutable_value();
           if (first)
             b = g;
           else
             b = o_.momentum * b + (T(1) - o_.dampening) * g;
           if (o_.nesterov)
-            g += o_.momentum * b;
+            w -= lr * (g + o_.momentum * b);
           else
-            g = b;
+            w -= lr * b;
+        };
+        if (decays && this->regularized(group, p)) {
+          auto g = this->work(p, 0);
+          g = p.grad();
+          this->regularize(g, p.value(), true, o_.weight_decay, o_.l1);
+          update(g);
+        } else {
+          update(p.grad());
         }
-        p.mutable_value() -= lr * g;
         ++i;
       }
     }

@@ -104,7 +104,7 @@ class Recorder {
 
   /// Checks the output in anomaly mode and returns the result tensor.
   Tensor<T> finish() {
-    if (anomaly_enabled() && !out_.allFinite()) {
+    if (anomaly_enabled() && !all_finite(out_)) {
       std::ostringstream os;
       os << "non-finite value in forward of '" << op_name(op_) << "'; input shapes";
       for (const auto& m : inputs_)
