@@ -2,6 +2,8 @@
 /// The backward rules of every op, one case each: given the gradient G of an op's output Y,
 /// accumulate the gradients of its inputs X0, X1, X2. This is the table to audit.
 
+#include <utility>
+
 #include "detail/broadcast.hpp"
 #include "detail/node.hpp"
 #include "tape.hpp"
@@ -17,14 +19,39 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     return ConstMatrixMap<T>(in.value, in.rows, in.cols);
   };
   const auto wants = [&](int k) { return n.in[k] != no_input && tape.node(n.in[k]).requires_grad; };
+  // The gradient of input k, zero-filled on first use: for rules that accumulate piecewise.
   const auto GX = [&](int k) {
     const auto& in = tape.node(n.in[k]);
     return MatrixMap<T>(tape.grad_buffer(n.in[k]), in.rows, in.cols);
   };
-  // Accumulates `full` (an array of the output's shape) into input k, reducing broadcast axes.
+  // The gradient of input k to write into, and whether this is its first contribution (then it
+  // is uninitialised and the rule assigns instead of adding: no zero-fill, no read of zeros).
+  const auto target = [&](int k) {
+    const auto& in = tape.node(n.in[k]);
+    const auto [p, fresh] = tape.grad_target(n.in[k]);
+    return std::pair<MatrixMap<T>, bool>(MatrixMap<T>(p, in.rows, in.cols), fresh);
+  };
+  // Input k's gradient += e, an array expression of input k's shape.
+  const auto acc = [&](int k, const auto& e) {
+    auto [gx, fresh] = target(k);
+    if (fresh)
+      gx.array() = e;
+    else
+      gx.array() += e;
+  };
+  // Input k's gradient += e, a matrix product or a transpose (never aliasing the gradient).
+  const auto acc_matrix = [&](int k, const auto& e) {
+    auto [gx, fresh] = target(k);
+    if (fresh)
+      gx.noalias() = e;
+    else
+      gx.noalias() += e;
+  };
+  // Input k's gradient += `full` (an array of the output's shape), reducing broadcast axes.
   const auto give = [&](int k, const auto& full) {
     const auto& in = tape.node(n.in[k]);
-    accumulate_reduced<T>(tape.grad_buffer(n.in[k]), in.rows, in.cols, full);
+    const auto [p, fresh] = tape.grad_target(n.in[k]);
+    accumulate_reduced<T>(p, in.rows, in.cols, full, fresh);
   };
   const Index R = n.rows, C = n.cols;
 
@@ -48,77 +75,77 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       });
       break;
     case Op::neg:
-      GX(0) -= G;
+      acc(0, -G.array());
       break;
     case Op::scale:
-      GX(0) += n.alpha * G;
+      acc(0, n.alpha * G.array());
       break;
     case Op::add_scalar:
-      GX(0) += G;
+      acc(0, G.array());
       break;
     case Op::pow:  // d x^p = p x^(p-1)
-      GX(0).array() += G.array() * n.alpha * X(0).array().pow(n.alpha - T(1));
+      acc(0, G.array() * n.alpha * X(0).array().pow(n.alpha - T(1)));
       break;
     case Op::exp:
-      GX(0).array() += G.array() * Y.array();
+      acc(0, G.array() * Y.array());
       break;
     case Op::log:
-      GX(0).array() += G.array() / X(0).array();
+      acc(0, G.array() / X(0).array());
       break;
     case Op::sqrt:
-      GX(0).array() += G.array() * T(0.5) / Y.array();
+      acc(0, G.array() * T(0.5) / Y.array());
       break;
     case Op::square:
-      GX(0).array() += T(2) * G.array() * X(0).array();
+      acc(0, T(2) * G.array() * X(0).array());
       break;
     case Op::abs:
-      GX(0).array() += G.array() * X(0).array().sign();
+      acc(0, G.array() * X(0).array().sign());
       break;
     case Op::clamp: {
       const auto x = X(0).array();
-      GX(0).array() += ((x >= n.alpha) && (x <= n.beta)).select(G.array(), T(0));
+      acc(0, ((x >= n.alpha) && (x <= n.beta)).select(G.array(), T(0)));
       break;
     }
     case Op::sigmoid:
-      GX(0).array() += G.array() * Y.array() * (T(1) - Y.array());
+      acc(0, G.array() * Y.array() * (T(1) - Y.array()));
       break;
     case Op::tanh:
-      GX(0).array() += G.array() * (T(1) - Y.array().square());
+      acc(0, G.array() * (T(1) - Y.array().square()));
       break;
     case Op::relu:
-      GX(0).array() += (X(0).array() > T(0)).select(G.array(), T(0));
+      acc(0, (X(0).array() > T(0)).select(G.array(), T(0)));
       break;
     case Op::leaky_relu:
-      GX(0).array() += (X(0).array() > T(0)).select(G.array(), n.alpha * G.array());
+      acc(0, (X(0).array() > T(0)).select(G.array(), n.alpha * G.array()));
       break;
     case Op::elu:  // for x <= 0: d alpha (e^x - 1) = alpha e^x = y + alpha
-      GX(0).array() += (X(0).array() > T(0)).select(G.array(), G.array() * (Y.array() + n.alpha));
+      acc(0, (X(0).array() > T(0)).select(G.array(), G.array() * (Y.array() + n.alpha)));
       break;
     case Op::matmul: {  // C = op(A) op(B)
       const auto A = X(0);
       const auto B = X(1);
       switch (n.mode) {
         case 0:  // C = A B: dA = G B^T, dB = A^T G
-          if (wants(0)) GX(0).noalias() += G * B.transpose();
-          if (wants(1)) GX(1).noalias() += A.transpose() * G;
+          if (wants(0)) acc_matrix(0, G * B.transpose());
+          if (wants(1)) acc_matrix(1, A.transpose() * G);
           break;
         case 1:  // C = A^T B: dA = B G^T, dB = A G
-          if (wants(0)) GX(0).noalias() += B * G.transpose();
-          if (wants(1)) GX(1).noalias() += A * G;
+          if (wants(0)) acc_matrix(0, B * G.transpose());
+          if (wants(1)) acc_matrix(1, A * G);
           break;
         case 2:  // C = A B^T: dA = G B, dB = G^T A
-          if (wants(0)) GX(0).noalias() += G * B;
-          if (wants(1)) GX(1).noalias() += G.transpose() * A;
+          if (wants(0)) acc_matrix(0, G * B);
+          if (wants(1)) acc_matrix(1, G.transpose() * A);
           break;
         default:  // C = A^T B^T: dA = B^T G^T, dB = G^T A^T
-          if (wants(0)) GX(0).noalias() += B.transpose() * G.transpose();
-          if (wants(1)) GX(1).noalias() += G.transpose() * A.transpose();
+          if (wants(0)) acc_matrix(0, B.transpose() * G.transpose());
+          if (wants(1)) acc_matrix(1, G.transpose() * A.transpose());
           break;
       }
       break;
     }
     case Op::transpose:
-      GX(0) += G.transpose();
+      acc_matrix(0, G.transpose());
       break;
     case Op::sum:
     case Op::mean: {  // every input element receives its reduction's gradient times alpha (1/count)
@@ -153,9 +180,9 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       break;
     }
     case Op::linear: {  // Y = X W^T + b: dX = G W, dW = G^T X, db = column sums of G
-      if (wants(0)) GX(0).noalias() += G * X(1);
-      if (wants(1)) GX(1).noalias() += G.transpose() * X(0);
-      if (wants(2)) GX(2) += G.colwise().sum();
+      if (wants(0)) acc_matrix(0, G * X(1));
+      if (wants(1)) acc_matrix(1, G.transpose() * X(0));
+      if (wants(2)) acc(2, G.colwise().sum().array());
       break;
     }
     case Op::softmax_cross_entropy: {  // dlogits = g / batch * (softmax - onehot)
@@ -163,15 +190,18 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       const ConstMatrixMap<T> P(static_cast<const T*>(n.aux), in.rows, in.cols);
       const int* labels = static_cast<const int*>(n.aux2);
       const T k = G(0, 0) * n.alpha;
-      auto gx = GX(0);
-      gx += k * P;
+      auto [gx, fresh] = target(0);
+      if (fresh)
+        gx = k * P;
+      else
+        gx += k * P;
       for (Index i = 0; i < in.rows; ++i) gx(i, labels[i]) -= k;
       break;
     }
     case Op::binary_cross_entropy_with_logits: {  // dx = g (sigmoid(x) - t) / n, dt = -g x / n
       const T k = G(0, 0) * n.alpha;
-      if (wants(0)) GX(0).array() += k * (X(0).array().logistic() - X(1).array());
-      if (wants(1)) GX(1).array() -= k * X(0).array();
+      if (wants(0)) acc(0, k * (X(0).array().logistic() - X(1).array()));
+      if (wants(1)) acc(1, -k * X(0).array());
       break;
     }
     case Op::batch_norm: {  // columns are features; aux = xhat [N, C], aux2 = 1/sqrt(var + eps) [C]
@@ -190,26 +220,32 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
         sum_g += G.row(i).array();
         sum_gx += G.row(i).array() * xhat.row(i).array();
       }
-      if (wants(1)) GX(1).row(0).array() += sum_gx;  // d gamma = sum(g xhat)
-      if (wants(2)) GX(2).row(0).array() += sum_g;   // d beta = sum(g)
+      if (wants(1)) acc(1, sum_gx);  // d gamma = sum(g xhat)
+      if (wants(2)) acc(2, sum_g);   // d beta = sum(g)
       if (wants(0)) {
-        auto gx = GX(0);
+        auto [gx, fresh] = target(0);
+        const auto put = [fresh](auto&& row, const auto& e) {
+          if (fresh)
+            row = e;
+          else
+            row += e;
+        };
         k = gamma * is;
         if (n.mode == 1) {  // eval: y = gamma (x - running_mean) invstd + beta
-          for (Index i = 0; i < R; ++i) gx.row(i).array() += G.row(i).array() * k;
+          for (Index i = 0; i < R; ++i) put(gx.row(i).array(), G.row(i).array() * k);
         } else {  // train: dx = gamma invstd (g - mean(g) - xhat mean(g xhat))
           const T inv_n = T(1) / static_cast<T>(R);
           sum_g *= inv_n;
           sum_gx *= inv_n;
           for (Index i = 0; i < R; ++i)
-            gx.row(i).array() += k * (G.row(i).array() - sum_g - xhat.row(i).array() * sum_gx);
+            put(gx.row(i).array(), k * (G.row(i).array() - sum_g - xhat.row(i).array() * sum_gx));
         }
       }
       break;
     }
     case Op::dropout: {  // y = x * mask, mask already holding 1 / (1 - p) or 0
       const ConstMatrixMap<T> mask(static_cast<const T*>(n.aux), R, C);
-      GX(0).array() += G.array() * mask.array();
+      acc(0, G.array() * mask.array());
       break;
     }
     case Op::constant:

@@ -2,9 +2,11 @@
 /// Tape<T>: the linear (Wengert) list that records ops and sweeps them backwards.
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "detail/arena.hpp"
@@ -138,15 +140,23 @@ class Tape {
   /// gradient hooks accumulates straight into its persistent gradient (no copy, no extra pass);
   /// one with hooks gets a buffer of its own, so its hooks see this backward's contribution.
   T* grad_buffer(std::uint32_t i) {
+    const auto [p, fresh] = grad_target(i);
+    if (fresh)
+      std::memset(static_cast<void*>(p), 0, static_cast<std::size_t>(nodes_[i].size()) * sizeof(T));
+    return p;
+  }
+  /// The gradient buffer of node i for a backward rule, and whether this is its first
+  /// contribution: then it was just allocated, uninitialised, and the rule assigns to it.
+  std::pair<T*, bool> grad_target(std::uint32_t i) {
     auto& n = nodes_[i];
-    if (!n.grad) {
-      auto* s = n.op == detail::Op::parameter ? static_cast<detail::Storage<T>*>(n.aux) : nullptr;
-      if (s && s->hooks.empty())
-        n.grad = s->grad.data();
-      else
-        n.grad = arena_.allocate_zeroed<T>(static_cast<std::size_t>(n.rows * n.cols));
+    if (n.grad) return {n.grad, false};
+    auto* s = n.op == detail::Op::parameter ? static_cast<detail::Storage<T>*>(n.aux) : nullptr;
+    if (s && s->hooks.empty()) {
+      n.grad = s->grad.data();  // accumulates onto earlier backward calls
+      return {n.grad, false};
     }
-    return n.grad;
+    n.grad = arena_.allocate_array<T>(static_cast<std::size_t>(n.size()));
+    return {n.grad, true};
   }
   /// The leaf node standing for a persistent tensor on this tape (one per storage per reset).
   std::uint32_t leaf_for(const std::shared_ptr<detail::Storage<T>>& s) {

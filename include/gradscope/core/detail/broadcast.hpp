@@ -38,13 +38,20 @@ decltype(auto) with_expanded(const M& x, Index rows, Index cols, F&& f) {
   return f(x.replicate(rows / x.rows(), cols / x.cols()).array());
 }
 
-/// grad += full, summing full over the dimensions along which grad's operand was broadcast.
+/// grad += full, summing full over the dimensions along which grad's operand was broadcast;
+/// with `assign`, grad is uninitialised and receives the (reduced) full instead.
 template <class T, class E>
-void accumulate_reduced(T* grad, Index rows, Index cols, const E& full) {
+void accumulate_reduced(T* grad, Index rows, Index cols, const E& full, bool assign) {
   MatrixMap<T> g(grad, rows, cols);
-  if (rows == full.rows() && cols == full.cols())
-    g.array() += full;
-  else if (rows == 1 && cols == 1)
+  if (rows == full.rows() && cols == full.cols()) {
+    if (assign)
+      g.array() = full;
+    else
+      g.array() += full;
+    return;
+  }
+  if (assign) g.setZero();  // broadcast operands are small: no second variant of each reduction
+  if (rows == 1 && cols == 1)
     g(0, 0) += full.sum();
   else if (rows == 1)
     g.array() += full.colwise().sum();

@@ -109,6 +109,7 @@ struct Node {
   const char* label = nullptr;
 
   Shape shape() const { return Shape{rows, cols, rank}; }
+  Index size() const { return rows * cols; }
   bool is_leaf() const { return op == Op::constant || op == Op::variable || op == Op::parameter; }
 };
 
