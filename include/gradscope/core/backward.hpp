@@ -54,11 +54,25 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     accumulate_reduced<T>(p, in.rows, in.cols, full, fresh);
   };
   const Index R = n.rows, C = n.cols;
+  // Where the gradient passes through unchanged (add, add_scalar), input k may take the output's
+  // gradient buffer itself instead of a copy: when it has no gradient yet, has the output's
+  // shape, is not a parameter, and the output's gradient is not retained for the user (later
+  // contributions to the input change the shared buffer). Once per node, so two inputs never
+  // share one buffer.
+  bool shared = false;
+  const auto pass_through = [&](int k) {
+    auto& in = tape.node(n.in[k]);
+    if (shared || n.retain || in.grad || in.op == Op::parameter || in.rows != R || in.cols != C)
+      return false;
+    in.grad = n.grad;
+    shared = true;
+    return true;
+  };
 
   switch (n.op) {
     case Op::add:  // d(a + b) = da + db
-      if (wants(0)) give(0, G.array());
-      if (wants(1)) give(1, G.array());
+      if (wants(0) && !pass_through(0)) give(0, G.array());
+      if (wants(1) && !pass_through(1)) give(1, G.array());
       break;
     case Op::sub:  // d(a - b) = da - db
       if (wants(0)) give(0, G.array());
@@ -81,7 +95,7 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       acc(0, n.alpha * G.array());
       break;
     case Op::add_scalar:
-      acc(0, G.array());
+      if (!pass_through(0)) acc(0, G.array());
       break;
     case Op::pow:  // d x^p = p x^(p-1)
       acc(0, G.array() * n.alpha * X(0).array().pow(n.alpha - T(1)));

@@ -56,10 +56,7 @@ Tensor<T> batch_norm(const Tensor<T>& x, const Tensor<T>& gamma, const Tensor<T>
     for (Index i = 1; i < N; ++i) m += X.row(i).array();
     m /= static_cast<T>(N);
     v.setZero();
-    for (Index i = 0; i < N; ++i) {
-      xhat.row(i).array() = X.row(i).array() - m;
-      v += xhat.row(i).array().square();
-    }
+    for (Index i = 0; i < N; ++i) v += (X.row(i).array() - m).square();
     v /= static_cast<T>(N);  // biased: the normalisation uses the batch's own variance
     is = (v + opt.eps).rsqrt();
     auto rm = running_mean.mutable_value().row(0).array();
@@ -68,7 +65,7 @@ Tensor<T> batch_norm(const Tensor<T>& x, const Tensor<T>& gamma, const Tensor<T>
     rm = (T(1) - opt.momentum) * rm + opt.momentum * m;
     rv = (T(1) - opt.momentum) * rv + (opt.momentum * unbias) * v;
     for (Index i = 0; i < N; ++i) {
-      xhat.row(i).array() *= is;
+      xhat.row(i).array() = (X.row(i).array() - m) * is;
       r.out().row(i).array() = xhat.row(i).array() * gamma_row + beta_row;
     }
   } else {

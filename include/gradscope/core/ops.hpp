@@ -345,8 +345,14 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& W, const Tensor<T>& b = {}
                                  "] for weight ", sw));
   detail::Recorder<T> r(detail::Op::linear, {&x, &W, b.defined() ? &b : nullptr},
                         Shape::matrix(sx.rows, sw.rows));
-  r.out().noalias() = r.in(0) * r.in(1).transpose();
-  if (b.defined()) r.out().rowwise() += r.in(2).row(0);
+  // The bias first, then the product added onto it: Eigen's `=` product zero-fills the output
+  // before accumulating, so this saves a whole pass over it.
+  auto& y = r.out();
+  if (b.defined())
+    for (Index i = 0; i < y.rows(); ++i) y.row(i) = r.in(2).row(0);
+  else
+    y.setZero();
+  y.noalias() += r.in(0) * r.in(1).transpose();
   return r.finish();
 }
 
