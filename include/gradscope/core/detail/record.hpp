@@ -39,25 +39,29 @@ class Recorder {
     if (!tape_ && grad) tape_ = current_tape<T>();
     int k = 0;
     if (tape_) {
-      Node<T> n;
+      // Input leaves first (leaf_for may append nodes), then this op's node, filled in place.
+      std::uint32_t in_index[3] = {no_input, no_input, no_input};
+      for (const Tensor<T>* t : inputs) {
+        if (t && t->defined()) in_index[k] = t->tape_ ? t->index_ : tape_->leaf_for(t->storage_);
+        ++k;
+      }
+      T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(out.size()));
+      index_ = tape_->append();
+      Node<T>& n = tape_->node(index_);
       n.op = op;
       n.rows = out.rows;
       n.cols = out.cols;
       n.rank = static_cast<std::uint8_t>(out.rank);
       n.requires_grad = grad;
       n.label = current_label();
-      for (const Tensor<T>* t : inputs) {
-        if (t && t->defined()) {
-          const std::uint32_t i = t->tape_ ? t->index_ : tape_->leaf_for(t->storage_);
-          const auto& in = tape_->node(i);
-          n.in[k] = i;
-          new (&inputs_[k]) ConstMatrixMap<T>(in.value, in.rows, in.cols);
-        }
-        ++k;
+      n.value = value;
+      for (int j = 0; j < 3; ++j) {
+        n.in[j] = in_index[j];
+        if (in_index[j] == no_input) continue;
+        const auto& in = tape_->node(in_index[j]);
+        new (&inputs_[j]) ConstMatrixMap<T>(in.value, in.rows, in.cols);
       }
-      n.value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(out.size()));
-      index_ = tape_->push(n);
-      new (&out_) MatrixMap<T>(n.value, n.rows, n.cols);
+      new (&out_) MatrixMap<T>(value, out.rows, out.cols);
     } else {
       for (const Tensor<T>* t : inputs) {
         if (t && t->defined()) new (&inputs_[k]) ConstMatrixMap<T>(t->value());
