@@ -98,6 +98,7 @@ class Tape {
   void reset() {
     nodes_.clear();
     arena_.reset();
+    free_.clear();
     kept_.clear();
     hooks_.clear();
     token_->generation = generation_ = detail::next_generation();
@@ -157,7 +158,7 @@ class Tape {
       n.grad = s->grad.data();  // accumulates onto earlier backward calls
       return {n.grad, false};
     }
-    n.grad = arena_.allocate_array<T>(static_cast<std::size_t>(n.size()));
+    n.grad = take_buffer(n.size());
     return {n.grad, true};
   }
   /// The leaf node standing for a persistent tensor on this tape (one per storage per reset).
@@ -180,11 +181,8 @@ class Tape {
   }
   /// Checks that `t` was recorded on this tape since the last reset.
   void check_live(const Tensor<T>& t, const char* what) const {
-    if (t.tape_ != this)
-      throw UsageError(detail::cat(what, ": tensor was not recorded on this tape"));
-    if (t.generation_ != generation_ || t.index_ >= nodes_.size())
-      throw UsageError(detail::cat(what, ": tensor was recorded on a tape that has since been ",
-                                   "reset (or destroyed); record it again"));
+    if (t.tape_ != this || t.generation_ != generation_ || t.index_ >= nodes_.size()) [[unlikely]]
+      throw_not_live(t, what);
   }
 
   HookHandle add_hook(std::uint32_t index, typename Tensor<T>::HookFn fn) {
@@ -234,6 +232,14 @@ class Tape {
     return Tensor<T>(this, index, generation_);
   }
 
+  [[noreturn, gnu::cold, gnu::noinline]] void throw_not_live(const Tensor<T>& t,
+                                                             const char* what) const {
+    if (t.tape_ != this)
+      throw UsageError(detail::cat(what, ": tensor was not recorded on this tape"));
+    throw UsageError(detail::cat(what, ": tensor was recorded on a tape that has since been ",
+                                 "reset (or destroyed); record it again"));
+  }
+
   void check_root(const Tensor<T>& y, const char* what) const {
     if (!y.defined()) throw UsageError(detail::cat(what, ": the tensor is undefined"));
     if (y.is_persistent())
@@ -278,7 +284,31 @@ class Tape {
       if (n.is_leaf()) continue;
       detail::backward_node(*this, n);
       if (anomaly) check_backward(n);
+      release_buffer(n);
     }
+  }
+
+  // Gradient buffers are recycled within a sweep: once a node's rule has run, its gradient is
+  // dead (unless retained for the user, or handed to an input by the rule), and the next
+  // gradient of the same size reuses it. The sweep then works in a few cache-resident buffers
+  // instead of a fresh one per node; the list keeps its capacity across reset().
+  T* take_buffer(Index size) {
+    const std::size_t n = free_.size(), stop = n > 8 ? n - 8 : 0;
+    for (std::size_t k = n; k-- > stop;)
+      if (free_[k].first == size) {
+        T* p = free_[k].second;
+        free_[k] = free_.back();
+        free_.pop_back();
+        return p;
+      }
+    return arena_.allocate_array<T>(static_cast<std::size_t>(size));
+  }
+  void release_buffer(detail::Node<T>& n) {
+    if (n.retain) return;
+    for (auto k : n.in)
+      if (k != detail::no_input && nodes_[k].grad == n.grad) return;  // passed through
+    free_.emplace_back(n.size(), n.grad);
+    n.grad = nullptr;
   }
 
   void check_backward(const detail::Node<T>& n) const {
@@ -301,6 +331,7 @@ class Tape {
 
   std::vector<detail::Node<T>> nodes_;
   detail::Arena arena_;
+  std::vector<std::pair<Index, T*>> free_;  // recycled gradient buffers (see take_buffer)
   std::vector<std::shared_ptr<detail::Storage<T>>> kept_;  // persistent inputs stay alive
   std::vector<detail::HookEntry<T>> hooks_;
   std::shared_ptr<detail::TapeToken> token_;

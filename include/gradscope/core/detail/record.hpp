@@ -27,8 +27,7 @@ class Recorder {
       if (!t || !t->defined()) continue;
       if (t->tape_) {
         t->tape_->check_live(*t, op_name(op));
-        if (tape_ && tape_ != t->tape_)
-          throw UsageError(cat(op_name(op), ": inputs were recorded on different tapes"));
+        if (tape_ && tape_ != t->tape_) throw_mixed_tapes(op);
         tape_ = t->tape_;
         any_grad = any_grad || t->tape_->node(t->index_).requires_grad;
       } else {
@@ -108,16 +107,8 @@ class Recorder {
 
   /// Checks the output in anomaly mode and returns the result tensor.
   Tensor<T> finish() {
-    if (anomaly_enabled() && !all_finite(out_)) {
-      std::ostringstream os;
-      os << "non-finite value in forward of '" << op_name(op_) << "'; input shapes";
-      for (const auto& m : inputs_)
-        if (m.data()) os << " [" << m.rows() << ", " << m.cols() << "]";
-      os << ", output [" << out_.rows() << ", " << out_.cols() << "]";
-      const char* label = current_label();
-      if (label) os << ", at '" << label << "'";
-      throw NumericalError(os.str(), op_name(op_), "forward", label ? label : "");
-    }
+    if (anomaly_enabled() && !all_finite(out_)) [[unlikely]]
+      throw_non_finite();
     if (tape_) return Tensor<T>(tape_, index_, tape_->generation());
     Tensor<T> t;
     t.storage_ = std::move(storage_);
@@ -125,6 +116,21 @@ class Recorder {
   }
 
  private:
+  // Kept out of line: the message building would otherwise give every op a large stack frame.
+  [[noreturn, gnu::cold, gnu::noinline]] void throw_non_finite() const {
+    std::ostringstream os;
+    os << "non-finite value in forward of '" << op_name(op_) << "'; input shapes";
+    for (const auto& m : inputs_)
+      if (m.data()) os << " [" << m.rows() << ", " << m.cols() << "]";
+    os << ", output [" << out_.rows() << ", " << out_.cols() << "]";
+    const char* label = current_label();
+    if (label) os << ", at '" << label << "'";
+    throw NumericalError(os.str(), op_name(op_), "forward", label ? label : "");
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_mixed_tapes(Op op) {
+    throw UsageError(cat(op_name(op), ": inputs were recorded on different tapes"));
+  }
+
   Op op_;
   Tape<T>* tape_ = nullptr;
   std::uint32_t index_ = 0;
