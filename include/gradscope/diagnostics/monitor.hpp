@@ -2,6 +2,7 @@
 /// GradientMonitor<T>: records per-layer gradient statistics of a module tree during training,
 /// through the public hooks of core (tensor gradient hooks) and nn (forward hooks).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -20,11 +21,43 @@
 
 namespace gradscope::diagnostics {
 
+namespace detail {
+/// Sum of squares and sum of magnitudes of n values, accumulated in double, in one pass. Chunks
+/// are widened into a fixed-size double buffer first, so both sums stay vectorised (Eigen does
+/// not vectorise a float-to-double cast inside a reduction: 6x slower). A NaN or Inf makes the
+/// sums non-finite.
+struct Sums {
+  double squares = 0;
+  double magnitudes = 0;
+};
+template <class T>
+Sums sums(const T* p, Index n) {
+  constexpr Index chunk = 512;
+  Eigen::Array<double, chunk, 1> d;
+  Sums s;
+  Index k = 0;
+  for (; k + chunk <= n; k += chunk) {
+    d = Eigen::Map<const Eigen::Array<T, chunk, 1>>(p + k).template cast<double>();
+    s.squares += d.square().sum();
+    s.magnitudes += d.abs().sum();
+  }
+  for (; k < n; ++k) {
+    const double v = static_cast<double>(p[k]);
+    s.squares += v * v;
+    s.magnitudes += std::abs(v);
+  }
+  return s;
+}
+}  // namespace detail
+
 /// Settings of a GradientMonitor.
 struct MonitorOptions {
   int every = 1;                   ///< record every N-th step
   std::size_t max_history = 2048;  ///< records kept; older ones are downsampled, never lost
   bool track_updates = true;       ///< keep a copy of the weights for update-to-weight ratios
+  /// The update ratio of a weight larger than this many elements is measured on evenly spaced
+  /// rows holding about this many (so a step costs no copy of every weight); 0: always all.
+  std::size_t update_sample = 16384;
   bool delta_norms = true;         ///< hook the layers' outputs for the per-sample delta norm
   bool activation_stats = true;    ///< hook the activations for mean/std/saturation/dead units
   bool detect_nan_origin = false;  ///< guard() runs the step in anomaly mode
@@ -42,12 +75,20 @@ struct MonitorOptions {
 /// batch-norm layers are reported too) and the activation that follows each dense layer.
 template <Scalar T>
 class GradientMonitor {
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
  public:
   explicit GradientMonitor(nn::Module<T>& model, MonitorOptions opt = {})
       : model_(model), opt_(opt), history_(opt.max_history, opt.every) {
     if (opt_.every < 1) throw ValueError("GradientMonitor: every must be >= 1");
     discover(model_);
     params_ = model_.parameters();
+    sums_.resize(params_.size());
+    for (auto& w : watched_)
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (params_[i].storage() == w.weight.storage()) w.weight_index = i;
+        if (w.bias.defined() && params_[i].storage() == w.bias.storage()) w.bias_index = i;
+      }
     current_.resize(layers_.size());
     attach();
   }
@@ -69,43 +110,57 @@ class GradientMonitor {
     r.step = s;
     r.loss = loss;
     r.layers.resize(layers_.size());
+    // One pass over every parameter's gradient gives the total norm and each layer's norms and
+    // mean magnitude; NaN and Inf are counted only where a sum is not finite.
     double total = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto g = params_[i].grad();
+      sums_[i] = detail::sums(g.data(), g.size());
+      total += sums_[i].squares;
+    }
+    r.total_norm = std::sqrt(total);
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       auto& st = r.layers[l];
       st = current_[l];
       current_[l] = LayerStats{};
       auto& w = watched_[l];
       const auto gw = w.weight.grad();
-      const double gw2 = gw.template cast<double>().squaredNorm();
-      st.weight_grad_norm = std::sqrt(gw2);
-      st.grad_mean_abs = static_cast<double>(gw.cwiseAbs().sum()) / static_cast<double>(gw.size());
-      count_non_finite(gw, st);
-
+      const detail::Sums sw = sums_of(w.weight_index, gw);
+      st.weight_grad_norm = std::sqrt(sw.squares);
+      st.grad_mean_abs = sw.magnitudes / static_cast<double>(gw.size());
+      if (!std::isfinite(sw.squares)) count_non_finite(gw, st);
       if (w.bias.defined()) {
         const auto gb = w.bias.grad();
-        const double gb2 = gb.template cast<double>().squaredNorm();
-        st.bias_grad_norm = std::sqrt(gb2);
-        count_non_finite(gb, st);
+        const detail::Sums sb = sums_of(w.bias_index, gb);
+        st.bias_grad_norm = std::sqrt(sb.squares);
+        if (!std::isfinite(sb.squares)) count_non_finite(gb, st);
       }
-      st.weight_norm = std::sqrt(w.weight.value().template cast<double>().squaredNorm());
-      if (opt_.track_updates) w.snapshot = w.weight.value();
+      const auto wv = w.weight.value();
+      st.weight_norm = std::sqrt(detail::sums(wv.data(), wv.size()).squares);
+      if (opt_.track_updates)
+        for (std::size_t k = 0; k < w.sample_rows.size(); ++k)
+          w.snapshot.row(static_cast<Index>(k)) = wv.row(w.sample_rows[k]);
     }
-    for (const auto& p : params_) total += p.grad().template cast<double>().squaredNorm();
-    r.total_norm = std::sqrt(total);
     history_.push(std::move(r));
     pending_update_ = opt_.track_updates;
   }
 
-  /// Reads the update-to-weight ratios (call after the optimiser step of a recorded step).
+  /// Reads the update-to-weight ratios (call after the optimiser step of a recorded step):
+  /// ||W_after - W_before|| / ||W_before|| over the sampled rows (see update_sample).
   void record_update() {
     if (!pending_update_ || history_.empty()) return;
     pending_update_ = false;
     auto& r = history_.back();
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       const auto& w = watched_[l];
-      const double before = static_cast<double>(w.snapshot.norm());
-      const double diff = static_cast<double>((w.weight.value() - w.snapshot).norm());
-      r.layers[l].update_ratio = before > 0 ? diff / before : not_measured;
+      const auto wv = w.weight.value();
+      double before = 0, diff = 0;
+      for (std::size_t k = 0; k < w.sample_rows.size(); ++k) {
+        const auto old_row = w.snapshot.row(static_cast<Index>(k));
+        before += static_cast<double>(old_row.squaredNorm());
+        diff += static_cast<double>((wv.row(w.sample_rows[k]) - old_row).squaredNorm());
+      }
+      r.layers[l].update_ratio = before > 0 ? std::sqrt(diff / before) : not_measured;
     }
   }
 
@@ -160,7 +215,10 @@ class GradientMonitor {
   struct Watched {
     nn::Module<T>* module = nullptr;
     Tensor<T> weight, bias;
-    Matrix<T> snapshot;
+    std::size_t weight_index = npos, bias_index = npos;  // in params_, npos when not there
+    std::vector<Index> sample_rows;  // the rows of the weight the update ratio compares
+    Matrix<T> snapshot;              // those rows before the step
+    Matrix<T> column_max;            // scratch of the dead-unit count
     nn::Module<T>* activation = nullptr;
     nn::ActivationKind act_kind = nn::ActivationKind::identity;
   };
@@ -190,7 +248,16 @@ class GradientMonitor {
         if (p.name == "bias") w.bias = p.tensor;
       }
       if (!w.weight.defined()) w.weight = params.front().tensor;
-      if (opt_.track_updates) w.snapshot = w.weight.value();
+      if (opt_.track_updates) {
+        const Index rows = w.weight.rows(), cols = w.weight.cols();
+        const auto budget = static_cast<Index>(opt_.update_sample);
+        const Index take = budget == 0 || rows * cols <= budget
+                               ? rows
+                               : std::clamp<Index>(budget / std::max<Index>(cols, 1), 1, rows);
+        for (Index k = 0; k < take; ++k)  // evenly spaced, the first and the last included
+          w.sample_rows.push_back(take == 1 ? 0 : k * (rows - 1) / (take - 1));
+        w.snapshot = w.weight.value()(w.sample_rows, Eigen::all);
+      }
       LayerInfo info;
       info.path = m.path().empty() ? "(root)" : m.path();
       info.kind = m.describe();
@@ -213,9 +280,9 @@ class GradientMonitor {
               Tensor<T> out = y;
               step_hooks_.push_back(out.register_hook([this, l](const ConstMatrixMap<T>& g) {
                 auto& st = current_[l];
-                st.delta_norm = static_cast<double>(g.rowwise().norm().sum()) /
-                                static_cast<double>(std::max<Index>(1, g.rows()));
-                count_non_finite(g, st);
+                const double sum = static_cast<double>(g.rowwise().norm().sum());
+                st.delta_norm = sum / static_cast<double>(std::max<Index>(1, g.rows()));
+                if (!std::isfinite(sum)) count_non_finite(g, st);
               }));
             }));
       if (opt_.activation_stats && w.activation)
@@ -227,36 +294,57 @@ class GradientMonitor {
     }
   }
 
+  /// Mean, standard deviation and saturated or dead fraction of an activation's output, in one
+  /// pass over its rows (rows are contiguous; a unit is a column).
   void activation_stats(std::size_t l, const ConstMatrixMap<T>& y) {
     auto& st = current_[l];
-    const double n = static_cast<double>(y.size());
-    const double mean = static_cast<double>(y.sum()) / n;
-    st.act_mean = mean;
-    st.act_std = std::sqrt(std::max(0.0, static_cast<double>(y.squaredNorm()) / n - mean * mean));
-    count_non_finite(y, st);
-    switch (watched_[l].act_kind) {
-      case nn::ActivationKind::sigmoid:  // sigmoid' = y (1 - y) <= 1/4; saturated below 1% of it
-        st.saturated_fraction =
-            static_cast<double>((y.array() * (T(1) - y.array()) < T(0.0025)).count()) / n;
-        break;
-      case nn::ActivationKind::tanh:  // tanh' = 1 - y^2 <= 1
-        st.saturated_fraction =
-            static_cast<double>((T(1) - y.array().square() < T(0.01)).count()) / n;
-        break;
-      case nn::ActivationKind::relu: {  // a unit is dead when zero for every row of the batch
-        Index dead = 0;
-        for (Index j = 0; j < y.cols(); ++j) dead += (y.col(j).array() > T(0)).any() ? 0 : 1;
-        st.dead_fraction = static_cast<double>(dead) / static_cast<double>(y.cols());
-        break;
+    auto& w = watched_[l];
+    const auto kind = w.act_kind;
+    const bool relu = kind == nn::ActivationKind::relu;
+    if (relu && w.column_max.cols() != y.cols()) w.column_max.resize(1, y.cols());
+    double sum = 0, squares = 0;
+    Index saturated = 0;
+    for (Index i = 0; i < y.rows(); ++i) {
+      const auto row = y.row(i).array();
+      sum += static_cast<double>(row.sum());
+      squares += static_cast<double>(row.square().sum());
+      switch (kind) {
+        case nn::ActivationKind::sigmoid:  // sigmoid' = y (1 - y) <= 1/4; saturated below 1%
+          saturated += (row * (T(1) - row) < T(0.0025)).count();
+          break;
+        case nn::ActivationKind::tanh:  // tanh' = 1 - y^2 <= 1
+          saturated += (T(1) - row.square() < T(0.01)).count();
+          break;
+        case nn::ActivationKind::relu:  // a unit is dead when zero for every row of the batch
+          if (i == 0)
+            w.column_max.row(0).array() = row;
+          else
+            w.column_max.row(0).array() = w.column_max.row(0).array().max(row);
+          break;
+        default:
+          break;
       }
-      default:
-        break;
     }
+    const double n = static_cast<double>(y.size());
+    const double mean = sum / n;
+    st.act_mean = mean;
+    st.act_std = std::sqrt(std::max(0.0, squares / n - mean * mean));
+    if (!std::isfinite(sum + squares)) count_non_finite(y, st);
+    if (kind == nn::ActivationKind::sigmoid || kind == nn::ActivationKind::tanh)
+      st.saturated_fraction = static_cast<double>(saturated) / n;
+    if (relu && y.rows() > 0)
+      st.dead_fraction = static_cast<double>((w.column_max.array() <= T(0)).count()) /
+                         static_cast<double>(y.cols());
   }
 
+  /// The sums of parameter gradient `g`: from this step's pass when it is in params_.
+  detail::Sums sums_of(std::size_t index, const ConstMatrixMap<T>& g) const {
+    return index < sums_.size() ? sums_[index] : detail::sums(g.data(), g.size());
+  }
+
+  /// Counts the NaN and Inf values of m (called when a sum over m was not finite).
   template <class M>
   static void count_non_finite(const M& m, LayerStats& st) {
-    if (gradscope::detail::all_finite(m)) return;
     for (Index i = 0; i < m.rows(); ++i)
       for (Index j = 0; j < m.cols(); ++j) {
         const T v = m(i, j);
@@ -280,6 +368,7 @@ class GradientMonitor {
   std::vector<HookHandle> handles_;
   std::vector<HookHandle> step_hooks_;
   std::vector<Tensor<T>> params_;
+  std::vector<detail::Sums> sums_;  // this step's sums of each parameter's gradient
   std::optional<NanOrigin> nan_origin_;
   std::int64_t step_ = 0;
   bool pending_update_ = false;
