@@ -371,3 +371,31 @@ TEST_CASE("float gradient norms are accumulated without overflow", "[diagnostics
   CHECK(diag.verdict() == dg::Verdict::exploding);
   for (const auto& f : diag.findings) CHECK(f.summary.find("0 NaN and 0 Inf") == std::string::npos);
 }
+
+TEST_CASE("large weights: norm and update ratio from sampled rows, exact with update_sample 0",
+          "[diagnostics][monitor]") {
+  // Dense(300 -> 200): 60,000 weights, above the default sample of 8192 (about 27 rows of 200).
+  const auto x = pixels<double>(32, 300, 18);
+  const auto y = labels(32, 5, 19);
+  auto run = [&](std::size_t sample) {
+    auto copy = relu_mlp<double>({300, 200, 5}, 17);  // the same weights every time
+    dg::GradientMonitor<double> monitor(*copy, options([&](auto& o) { o.update_sample = sample; }));
+    gs::optim::Adam<double> opt(copy->parameters(), {.lr = 1e-3});
+    gs::Tape<double> tape;
+    const Mat before = dense_layers(*copy)[0]->weight().value();
+    train_step(tape, *copy, opt, &monitor, x, y);
+    const Mat after = dense_layers(*copy)[0]->weight().value();
+    const auto& s = monitor.history().records().back().layers[0];
+    return std::tuple{s.weight_norm, s.update_ratio, before.norm(),
+                      (after - before).norm() / before.norm()};
+  };
+  const auto [norm_all, ratio_all, exact_norm, exact_ratio] = run(0);
+  CHECK(norm_all == Approx(exact_norm).epsilon(1e-12));
+  CHECK(ratio_all == Approx(exact_ratio).epsilon(1e-9));
+  const auto [norm_sampled, ratio_sampled, n2, r2] = run(8192);
+  CHECK(n2 == exact_norm);  // the same run
+  // An estimate from 27 of 200 rows: within a few percent for weights drawn alike.
+  CHECK(norm_sampled == Approx(exact_norm).epsilon(0.05));
+  CHECK(ratio_sampled == Approx(exact_ratio).epsilon(0.10));
+  CHECK(norm_sampled != exact_norm);  // it really is a sample
+}

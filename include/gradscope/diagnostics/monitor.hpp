@@ -22,29 +22,29 @@
 namespace gradscope::diagnostics {
 
 namespace detail {
-/// Sum of squares and sum of magnitudes of n values, accumulated in double, in one pass. Chunks
-/// are widened into a fixed-size double buffer first, so both sums stay vectorised (Eigen does
-/// not vectorise a float-to-double cast inside a reduction: 6x slower). A NaN or Inf makes the
-/// sums non-finite.
+/// Sum of squares and sum of magnitudes of n values, in one pass. Each chunk of 1024 is summed
+/// in T with Eigen's vectorised reductions and added into double totals, so a float gradient
+/// keeps about 7 significant digits however long it is (Eigen would not vectorise a sum of
+/// values widened to double: 4x slower). A chunk whose float sum of squares overflows although
+/// its values are finite is summed again in double. A NaN or Inf makes the sums non-finite.
 struct Sums {
   double squares = 0;
   double magnitudes = 0;
 };
 template <class T>
 Sums sums(const T* p, Index n) {
-  constexpr Index chunk = 512;
-  Eigen::Array<double, chunk, 1> d;
+  constexpr Index chunk = 1024;
   Sums s;
-  Index k = 0;
-  for (; k + chunk <= n; k += chunk) {
-    d = Eigen::Map<const Eigen::Array<T, chunk, 1>>(p + k).template cast<double>();
-    s.squares += d.square().sum();
-    s.magnitudes += d.abs().sum();
-  }
-  for (; k < n; ++k) {
-    const double v = static_cast<double>(p[k]);
-    s.squares += v * v;
-    s.magnitudes += std::abs(v);
+  for (Index k = 0; k < n; k += chunk) {
+    const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> a(p + k, std::min(chunk, n - k));
+    const T squares = a.square().sum();
+    const T magnitudes = a.abs().sum();
+    if (std::isfinite(squares) || !std::isfinite(magnitudes)) {
+      s.squares += static_cast<double>(squares);
+    } else {  // finite values whose squares overflow T
+      for (Index i = 0; i < a.size(); ++i) s.squares += static_cast<double>(a[i]) * a[i];
+    }
+    s.magnitudes += static_cast<double>(magnitudes);
   }
   return s;
 }
@@ -55,9 +55,10 @@ struct MonitorOptions {
   int every = 1;                   ///< record every N-th step
   std::size_t max_history = 2048;  ///< records kept; older ones are downsampled, never lost
   bool track_updates = true;       ///< keep a copy of the weights for update-to-weight ratios
-  /// The update ratio of a weight larger than this many elements is measured on evenly spaced
-  /// rows holding about this many (so a step costs no copy of every weight); 0: always all.
-  std::size_t update_sample = 16384;
+  /// The weight norm and update ratio of a weight larger than this many elements are measured
+  /// on evenly spaced rows holding about this many (the norm scaled to the whole weight), so a
+  /// step reads no weight in full; 0: always every element.
+  std::size_t update_sample = 8192;
   bool delta_norms = true;         ///< hook the layers' outputs for the per-sample delta norm
   bool activation_stats = true;    ///< hook the activations for mean/std/saturation/dead units
   bool detect_nan_origin = false;  ///< guard() runs the step in anomaly mode
@@ -136,10 +137,14 @@ class GradientMonitor {
         if (!std::isfinite(sb.squares)) count_non_finite(gb, st);
       }
       const auto wv = w.weight.value();
-      st.weight_norm = std::sqrt(detail::sums(wv.data(), wv.size()).squares);
-      if (opt_.track_updates)
-        for (std::size_t k = 0; k < w.sample_rows.size(); ++k)
-          w.snapshot.row(static_cast<Index>(k)) = wv.row(w.sample_rows[k]);
+      double w2 = 0;
+      for (std::size_t k = 0; k < w.sample_rows.size(); ++k) {
+        const auto row = wv.row(w.sample_rows[k]);
+        w2 += detail::sums(row.data(), row.size()).squares;
+        if (opt_.track_updates) w.snapshot.row(static_cast<Index>(k)) = row;
+      }
+      st.weight_norm = std::sqrt(w2 * static_cast<double>(wv.rows()) /
+                                 static_cast<double>(w.sample_rows.size()));
     }
     history_.push(std::move(r));
     pending_update_ = opt_.track_updates;
@@ -248,7 +253,7 @@ class GradientMonitor {
         if (p.name == "bias") w.bias = p.tensor;
       }
       if (!w.weight.defined()) w.weight = params.front().tensor;
-      if (opt_.track_updates) {
+      {
         const Index rows = w.weight.rows(), cols = w.weight.cols();
         const auto budget = static_cast<Index>(opt_.update_sample);
         const Index take = budget == 0 || rows * cols <= budget
@@ -256,7 +261,7 @@ class GradientMonitor {
                                : std::clamp<Index>(budget / std::max<Index>(cols, 1), 1, rows);
         for (Index k = 0; k < take; ++k)  // evenly spaced, the first and the last included
           w.sample_rows.push_back(take == 1 ? 0 : k * (rows - 1) / (take - 1));
-        w.snapshot = w.weight.value()(w.sample_rows, Eigen::all);
+        if (opt_.track_updates) w.snapshot = w.weight.value()(w.sample_rows, Eigen::all);
       }
       LayerInfo info;
       info.path = m.path().empty() ? "(root)" : m.path();
