@@ -5,6 +5,7 @@
 
 #include <gradscope/core/core.hpp>
 
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -167,4 +168,25 @@ TEST_CASE("ops on parameters with no tape alive are evaluated eagerly as constan
   CHECK(y.is_persistent());
   CHECK_FALSE(y.requires_grad());
   CHECK(y.to_matrix() == gs::Matrix<double>{{1, 4}});
+}
+
+TEMPLATE_TEST_CASE("all_finite finds a NaN or an infinity anywhere, in any tail position",
+                   "[core][tensor]", float, double) {
+  using S = TestType;
+  // Sizes around the vector widths, so the non-finite value falls in the packets and in the
+  // scalar tail of the reduction.
+  for (const gs::Index n : {1, 7, 8, 15, 16, 17, 31, 33, 100, 1000}) {
+    gs::Matrix<S> m = gs::Matrix<S>::Constant(1, n, S(1e30));  // large but finite: x * 0 is 0
+    INFO("size " << n);
+    CHECK(gs::detail::all_finite(m));
+    for (const gs::Index at : {gs::Index{0}, n / 2, n - 1}) {
+      for (const S bad : {std::numeric_limits<S>::quiet_NaN(), std::numeric_limits<S>::infinity(),
+                          -std::numeric_limits<S>::infinity()}) {
+        gs::Matrix<S> b = m;
+        b(0, at) = bad;
+        INFO("at " << at << ": " << bad);
+        CHECK_FALSE(gs::detail::all_finite(b));
+      }
+    }
+  }
 }
