@@ -163,3 +163,62 @@ TEST_CASE("a hook does not fire when backward does not reach its node", "[core][
   tape.backward(gs::square(x));
   CHECK(calls == 0);
 }
+
+TEST_CASE("a post-accumulate hook sees the accumulated gradient once per backward",
+          "[core][hooks][parameter]") {
+  auto w = gs::Tensor<double>::parameter(M{{1, 2}});
+  std::vector<M> seen;
+  auto handle = w.register_post_accumulate_hook(
+      [&](const gs::ConstMatrixMap<double>& g) { seen.emplace_back(g); });
+  for (int step = 1; step <= 2; ++step) {
+    gs::Tape<double> tape;
+    // w used twice: one leaf, so the hook fires once per backward.
+    tape.backward(gs::add(gs::sum(gs::scale(w, step)), gs::sum(gs::square(w))));
+  }
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == M{{3, 5}});   // 1 + 2 w
+  CHECK(seen[1] == M{{7, 11}});  // the accumulated gradient: (1 + 2 w) + (2 + 2 w)
+  CHECK(M(w.grad()) == M{{7, 11}});
+  handle.remove();
+  {
+    gs::Tape<double> tape;
+    tape.backward(gs::sum(w));
+  }
+  CHECK(seen.size() == 2);
+}
+
+TEST_CASE("post-accumulate and ordinary hooks on one parameter each see their own gradient",
+          "[core][hooks][parameter]") {
+  auto w = gs::Tensor<double>::parameter(M{{0.5, -1}});
+  w.mutable_grad() = M{{10, 10}};  // an earlier accumulation
+  M contribution, total;
+  auto h1 = w.register_hook([&](const gs::ConstMatrixMap<double>& g) { contribution = g; });
+  auto h2 =
+      w.register_post_accumulate_hook([&](const gs::ConstMatrixMap<double>& g) { total = g; });
+  gs::Tape<double> tape;
+  tape.backward(gs::sum(gs::scale(w, 3)));
+  CHECK(contribution == M{{3, 3}});
+  CHECK(total == M{{13, 13}});
+}
+
+TEST_CASE("a post-accumulate hook does not fire for a parameter backward does not reach",
+          "[core][hooks][parameter]") {
+  auto w = gs::Tensor<double>::parameter(M{{1}});
+  auto v = gs::Tensor<double>::parameter(M{{2}});
+  int fired = 0;
+  auto h = v.register_post_accumulate_hook([&](const auto&) { ++fired; });
+  gs::Tape<double> tape;
+  auto unused = gs::square(v);  // recorded, but not on the path to the loss
+  tape.backward(gs::square(w));
+  CHECK(fired == 0);
+  (void)unused;
+}
+
+TEST_CASE("post-accumulate hooks exist only on parameters", "[core][hooks][errors]") {
+  auto c = gs::Tensor<double>::zeros(1, 1);
+  CHECK_THROWS_WITH(c.register_post_accumulate_hook([](const auto&) {}),
+                    Catch::Matchers::Contains("only a parameter"));
+  gs::Tape<double> tape;
+  auto x = tape.variable(M{{1}});
+  CHECK_THROWS_AS(gs::exp(x).register_post_accumulate_hook([](const auto&) {}), gs::UsageError);
+}

@@ -276,9 +276,14 @@ class Tape {
       if (n.has_hooks) fire_tape_hooks(i, g);
       if (n.op == detail::Op::parameter) {
         auto* s = static_cast<detail::Storage<T>*>(n.aux);
-        if (n.grad == s->grad.data()) continue;  // accumulated in place (see grad_buffer)
-        for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
-        s->grad += g;
+        if (n.grad != s->grad.data()) {  // else accumulated in place (see grad_target)
+          for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
+          s->grad += g;
+        }
+        if (!s->post_hooks.empty()) {
+          const ConstMatrixMap<T> total(s->grad.data(), s->grad.rows(), s->grad.cols());
+          for (std::size_t k = 0; k < s->post_hooks.size(); ++k) s->post_hooks[k].fn(total);
+        }
         continue;
       }
       if (n.is_leaf()) continue;
@@ -383,6 +388,23 @@ HookHandle Tensor<T>::register_hook(HookFn fn) {
   }
   node();  // validity check
   return tape_->add_hook(index_, std::move(fn));
+}
+
+template <Scalar T>
+HookHandle Tensor<T>::register_post_accumulate_hook(HookFn fn) {
+  require_defined("register_post_accumulate_hook()");
+  if (!storage_ || !storage_->requires_grad)
+    throw UsageError(
+        "register_post_accumulate_hook(): only a parameter (a persistent tensor that requires a "
+        "gradient) accumulates a gradient; use register_hook on tape tensors");
+  auto& s = *storage_;
+  const std::uint64_t id = s.next_hook_id++;
+  s.post_hooks.push_back({id, 0, std::move(fn)});
+  std::weak_ptr<detail::Storage<T>> weak = storage_;
+  return HookHandle([weak, id] {
+    if (auto p = weak.lock())
+      std::erase_if(p->post_hooks, [id](const auto& h) { return h.id == id; });
+  });
 }
 
 template <Scalar T>

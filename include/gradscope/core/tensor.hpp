@@ -203,6 +203,12 @@ class Tensor {
   /// sweep reaches the node (its gradient is then complete) and lasts until the tape is reset; on
   /// a parameter it fires with the gradient of each backward call, before accumulation.
   HookHandle register_hook(HookFn fn);
+  /// On a parameter: calls `fn` with the parameter's accumulated gradient (what grad() returns)
+  /// once per backward call that reaches it, right after its accumulation is complete, while it
+  /// is still in cache (PyTorch's register_post_accumulate_grad_hook). Unlike register_hook it
+  /// does not give the parameter a gradient buffer of its own. Throws UsageError on a tensor
+  /// that is not a parameter.
+  HookHandle register_post_accumulate_hook(HookFn fn);
   /// Keeps the gradient of an intermediate readable through grad() after backward.
   HookHandle retain_grad();
 

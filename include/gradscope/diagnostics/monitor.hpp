@@ -85,6 +85,7 @@ class GradientMonitor {
     discover(model_);
     params_ = model_.parameters();
     sums_.resize(params_.size());
+    summed_at_.assign(params_.size(), -1);
     for (auto& w : watched_)
       for (std::size_t i = 0; i < params_.size(); ++i) {
         if (params_[i].storage() == w.weight.storage()) w.weight_index = i;
@@ -112,11 +113,15 @@ class GradientMonitor {
     r.loss = loss;
     r.layers.resize(layers_.size());
     // One pass over every parameter's gradient gives the total norm and each layer's norms and
-    // mean magnitude; NaN and Inf are counted only where a sum is not finite.
+    // mean magnitude; NaN and Inf are counted only where a sum is not finite. The pass mostly
+    // happened already, in the post-accumulate hooks, while backward had each gradient in cache;
+    // gradients that no backward of this step reached (or that were set by hand) are read now.
     double total = 0;
     for (std::size_t i = 0; i < params_.size(); ++i) {
-      const auto g = params_[i].grad();
-      sums_[i] = detail::sums(g.data(), g.size());
+      if (summed_at_[i] != s) {
+        const auto g = params_[i].grad();
+        sums_[i] = detail::sums(g.data(), g.size());
+      }
       total += sums_[i].squares;
     }
     r.total_norm = std::sqrt(total);
@@ -275,6 +280,13 @@ class GradientMonitor {
   }
 
   void attach() {
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      handles_.push_back(
+          params_[i].register_post_accumulate_hook([this, i](const ConstMatrixMap<T>& g) {
+            if (!recording(step_)) return;
+            sums_[i] = detail::sums(g.data(), g.size());
+            summed_at_[i] = step_;
+          }));
     for (std::size_t l = 0; l < watched_.size(); ++l) {
       auto& w = watched_[l];
       if (opt_.delta_norms && layers_[l].in_flow)
@@ -373,7 +385,8 @@ class GradientMonitor {
   std::vector<HookHandle> handles_;
   std::vector<HookHandle> step_hooks_;
   std::vector<Tensor<T>> params_;
-  std::vector<detail::Sums> sums_;  // this step's sums of each parameter's gradient
+  std::vector<detail::Sums> sums_;       // this step's sums of each parameter's gradient
+  std::vector<std::int64_t> summed_at_;  // the step each entry of sums_ was taken at
   std::optional<NanOrigin> nan_origin_;
   std::int64_t step_ = 0;
   bool pending_update_ = false;

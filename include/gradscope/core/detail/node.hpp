@@ -133,6 +133,7 @@ struct Storage {
   std::uint64_t leaf_generation = 0;
   std::uint32_t leaf_index = 0;
   std::vector<HookEntry<T>> hooks;
+  std::vector<HookEntry<T>> post_hooks;  // see Tensor::register_post_accumulate_hook
   std::uint64_t next_hook_id = 1;
 };
 
