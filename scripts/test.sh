@@ -4,7 +4,8 @@
 #   2. release                 build/: tests, examples and benchmarks; ctest
 #   3. sanitizers              build-asan/: tests with ASan + UBSan; ctest
 #   4. packaging               install to build/install-prefix, then the two consumer projects
-#   5. fuzzing                 scripts/fuzz.sh: each libFuzzer target for 30 s (clang only)
+#   5. fuzzing                 scripts/fuzz.sh: the checkpoint loader for 60 s, the IDX reader for
+#                              30 s (libFuzzer, clang only)
 #   6. benchmarks (quick)      scripts/bench.sh --quick, with GRADSCOPE_TEST_BENCH=1
 # GRADSCOPE_TEST_SKIP_ASAN=1 skips step 3 for quick local iteration. GRADSCOPE_JOBS sets the
 # build parallelism (default 2).
@@ -94,8 +95,10 @@ cmake -S tests/consumer/add_subdirectory -B build/consumer-add-subdirectory \
 cmake --build build/consumer-add-subdirectory -j "$jobs"
 check_prints_version build/consumer-add-subdirectory/consumer
 
-banner "fuzzing (libFuzzer, 30 s per target)"
-./scripts/fuzz.sh "${GRADSCOPE_FUZZ_SECONDS:-30}"
+# GRADSCOPE_FUZZ_SECONDS, when set, replaces both times.
+banner "fuzzing (libFuzzer: checkpoint loader 60 s, IDX reader 30 s)"
+./scripts/fuzz.sh "${GRADSCOPE_FUZZ_SECONDS:-60}" checkpoint_fuzz
+./scripts/fuzz.sh "${GRADSCOPE_FUZZ_SECONDS:-30}" idx_fuzz
 
 # The release build above already compiles every benchmark; running them once is opt-in until
 # scripts/bench.sh has been verified end to end (GRADSCOPE_TEST_BENCH=1).
