@@ -237,7 +237,8 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       if (wants(1)) acc(1, sum_gx);  // d gamma = sum(g xhat)
       if (wants(2)) acc(2, sum_g);   // d beta = sum(g)
       if (wants(0)) {
-        auto [gx, fresh] = target(0);
+        auto [gx, fresh_target] = target(0);
+        const bool fresh = fresh_target;  // clang before 16 cannot capture a structured binding
         const auto put = [fresh](auto&& row, const auto& e) {
           if (fresh)
             row = e;
