@@ -15,10 +15,28 @@
 #                      --filter RE   pass --benchmark_filter=RE to every program (implies --no-docs)
 #                      --tables-only  no build, no run: regenerate the report (and the docs) from
 #                                     the results of the last full run (build-bench/bench-results/)
+#   scripts/bench.sh --peers    gradscope against PyTorch (libtorch) and tiny-dnn: builds
+#                               build-bench-peers/ with -DGRADSCOPE_BENCH_PEERS=ON (Debian
+#                               libtorch-dev, tiny-dnn, libcereal-dev, libstb-dev, libgemmlowp-dev),
+#                               then runs bench_mlp_train's gradscope rows and the peers' rows one
+#                               program after the other, GRADSCOPE_BENCH_REPETITIONS times (order
+#                               alternating), and prints medians and gradscope/peer ratios.
+#                               --threads N: N threads for every side (N > 1: an OpenMP build,
+#                               build-bench-peers-omp/). OpenBLAS (PyTorch's BLAS) follows the
+#                               caller's OPENBLAS_CORETYPE.
+#   scripts/bench.sh --blas     bench_mlp_train's ratio rows with Eigen's own GEMM (build-bench/)
+#                               against -DGRADSCOPE_USE_BLAS=ON (build-bench-blas/, Debian
+#                               libopenblas-dev), OpenBLAS with OPENBLAS_CORETYPE unset and set to
+#                               GRADSCOPE_OPENBLAS_CORETYPE (default SkylakeX), one OpenBLAS
+#                               thread; interleaved by program, repeated, medians.
+#   In --peers and --blas modes --filter RE (grep -E) picks the cases among "<net>/batch:<n>"
+#   (e.g. 'B/batch:128', '^A/', 'batch:128$'); these modes print their tables and never touch
+#   docs/benchmarks.md.
 # Environment: GRADSCOPE_JOBS build parallelism (default 2), GRADSCOPE_BENCH_REPETITIONS (5),
-# GRADSCOPE_BENCH_BUILD_DIR (build directory to use instead of build-bench/ or build/),
-# GRADSCOPE_BENCH_PROGRAMS (e.g. "bench_mlp_train bench_ops": run only these; default every
-# bench/*.bench.cpp).
+# GRADSCOPE_BENCH_PEER_LIST (--peers: "torch;tinydnn", the default, or one of them),
+# GRADSCOPE_OPENBLAS_CORETYPE (--blas), GRADSCOPE_BENCH_BUILD_DIR (build directory to use instead
+# of build-bench/ or build/), GRADSCOPE_BENCH_PROGRAMS (e.g. "bench_mlp_train bench_ops": run only
+# these; default every bench/*.bench.cpp).
 # Needs: cmake, a C++20 compiler, Google Benchmark, awk. Optional: /usr/bin/time (Debian `time`)
 # for peak memory.
 set -euo pipefail
@@ -33,6 +51,9 @@ openmp=1
 docs=1
 filter=""
 tables_only=0
+peers=0
+blas=0
+peer_threads=1
 while (($#)); do
   case "$1" in
     --quick) quick=1 ;;
@@ -40,14 +61,30 @@ while (($#)); do
     --no-docs) docs=0 ;;
     --filter) filter=$2; docs=0; shift ;;
     --tables-only) tables_only=1 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    --peers) peers=1 ;;
+    --blas) blas=1 ;;
+    --threads) peer_threads=$2; shift ;;
+    -h | --help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
+if ((peers + blas + quick + tables_only > 1)); then
+  echo "bench.sh: --peers, --blas, --quick and --tables-only do not combine" >&2
+  exit 2
+fi
+[[ $peer_threads =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --threads needs a positive count" >&2; exit 2; }
+peer_list=${GRADSCOPE_BENCH_PEER_LIST:-torch;tinydnn}
+
 bench_names=()
-if [[ -n "${GRADSCOPE_BENCH_PROGRAMS:-}" ]]; then
+if ((peers)); then
+  bench_names=(bench_mlp_train)
+  [[ ";$peer_list;" == *";torch;"* ]] && bench_names+=(bench_torch_mlp)
+  [[ ";$peer_list;" == *";tinydnn;"* ]] && bench_names+=(bench_tinydnn_mlp)
+elif ((blas)); then
+  bench_names=(bench_mlp_train)
+elif [[ -n "${GRADSCOPE_BENCH_PROGRAMS:-}" ]]; then
   read -r -a bench_names <<<"$GRADSCOPE_BENCH_PROGRAMS"
 else
   for f in bench/*.bench.cpp; do
@@ -67,6 +104,21 @@ configure_and_build() {  # dir, extra cmake args...
 
 if ((tables_only)); then
   build=${GRADSCOPE_BENCH_BUILD_DIR:-build-bench}
+elif ((peers)); then
+  # Its own build directory; with more than one thread Eigen needs OpenMP to follow.
+  peer_cmake=(-DGRADSCOPE_BENCH_PEERS=ON "-DGRADSCOPE_BENCH_PEER_LIST=$peer_list")
+  if ((peer_threads > 1)); then
+    build=${GRADSCOPE_BENCH_BUILD_DIR:-build-bench-peers-omp}
+    peer_cmake+=(-DCMAKE_CXX_FLAGS=-fopenmp -DCMAKE_EXE_LINKER_FLAGS=-fopenmp)
+  else
+    build=${GRADSCOPE_BENCH_BUILD_DIR:-build-bench-peers}
+  fi
+  configure_and_build "$build" "${peer_cmake[@]}"
+elif ((blas)); then
+  build=${GRADSCOPE_BENCH_BUILD_DIR:-build-bench}
+  configure_and_build "$build"
+  blas_build=build-bench-blas
+  configure_and_build "$blas_build" -DGRADSCOPE_USE_BLAS=ON
 elif [[ -n "${GRADSCOPE_BENCH_BUILD_DIR:-}" ]]; then
   build=$GRADSCOPE_BENCH_BUILD_DIR  # an explicit choice wins (configured here if need be)
   configure_and_build "$build"
@@ -110,7 +162,7 @@ run_bench() {  # program, json name, extra args...
 
 # A program that crashes is reported at the end; the others still run.
 failed=()
-((tables_only)) || for b in "${bench_names[@]}"; do
+((tables_only || peers || blas)) || for b in "${bench_names[@]}"; do
   extra=()
   # Single ops are short and many: 0.1 s per repetition is plenty (the step benchmarks keep 0.5 s).
   [[ $b == bench_ops ]] && ((!quick)) && extra=(--benchmark_min_time=0.1)
@@ -162,6 +214,199 @@ json_rows() {
       }
     }' "$1"
 }
+
+# ---------------------------------------------------------------- --peers and --blas
+# Median of the numbers on stdin (one per line), empty when none; mawk has no asort.
+median_awk='function median(a, n,   i, j, t) {
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    if (n == 0) return ""
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  function k(x) { return x == "" ? "-" : (x >= 1000 ? sprintf("%.1fk", x / 1000) : sprintf("%.0f", x)) }
+  function r2(x) { return x == "" ? "-" : sprintf("%.2f", x) }'
+
+# One program of a comparison: <label>_<rep>.json in $results; a crash or a skipped benchmark fails
+# the comparison (a peer whose losses disagree with the twin's is not measured).
+run_one() {  # label, rep, env assignments..., --, program, args...
+  local label=$1 rep=$2
+  shift 2
+  local envs=()
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  local out=$results/${label}_$rep.json
+  echo "---- [$rep/$repetitions] $label: ${envs[*]} $*"
+  if ! env "${envs[@]}" "$@" --benchmark_out="$out" --benchmark_out_format=json; then
+    echo "bench.sh: $label failed (repetition $rep)" >&2
+    exit 1
+  fi
+  if grep -q '"error_occurred": true' "$out"; then
+    echo "bench.sh: $label reported an error:" >&2
+    grep -h '"error_message"' "$out" >&2 || true
+    exit 1
+  fi
+  json_rows "$out" >>"$results/rows.tsv"
+}
+
+comparison_header() {  # what, command
+  local load
+  load=$(awk -F'\t' '$2 == "context" && $4 == "load_avg" { print $5; exit }' "$results/rows.tsv" | tr -d '[]')
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') with \`$2\` ($repetitions repetitions, medians)."
+  echo
+  echo "- Machine: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; load average at the start: ${load:-?}; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- Compiler: $("$(awk -F= '/^CMAKE_CXX_COMPILER:/ { print $2 }' "$build/CMakeCache.txt")" --version | head -1); gradscope at $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(git status --porcelain -- include 2>/dev/null) ]] && echo ' (include/ modified)')"
+  echo "- $1"
+}
+
+# The cases of bench_mlp_train (bench/mlp_train.bench.cpp, kCases); --filter RE picks among them.
+selected_cases() {
+  local c picked=()
+  for c in A/batch:10 A/batch:128 B/batch:32 B/batch:128 C/batch:128 D/batch:128 E/batch:128; do
+    [[ -z "$filter" ]] || grep -Eq -- "$filter" <<<"$c" && picked+=("$c")
+  done
+  ((${#picked[@]})) || { echo "bench.sh: --filter '$filter' matches none of the nets' cases" >&2; exit 2; }
+  local IFS='|'
+  echo "${picked[*]}"
+}
+
+if ((peers)); then
+  : >"$results/rows.tsv"
+  cases=$(selected_cases)
+  ours_env=(OMP_NUM_THREADS="$peer_threads" OMP_PROC_BIND=close OPENBLAS_NUM_THREADS="$peer_threads")
+  peer_env=(OMP_NUM_THREADS="$peer_threads" OPENBLAS_NUM_THREADS="$peer_threads")
+  for ((rep = 1; rep <= repetitions; rep++)); do
+    # Alternate which side runs first, so a drift in the machine's load does not favour one side.
+    progs=(ours)
+    [[ " ${bench_names[*]} " == *" bench_torch_mlp "* ]] && progs+=(torch)
+    [[ " ${bench_names[*]} " == *" bench_tinydnn_mlp "* ]] && progs+=(tinydnn)
+    ((rep % 2)) || progs=("${progs[@]:1}" ours)
+    for p in "${progs[@]}"; do
+      case $p in
+        ours) run_one ours "$rep" "${ours_env[@]}" -- "$build/bench/bench_mlp_train" \
+          --benchmark_filter="^mlp_train/($cases)/gradscope" ;;
+        torch) run_one torch "$rep" "${peer_env[@]}" -- "$build/bench/peers/bench_torch_mlp" \
+          --threads="$peer_threads" --benchmark_filter="^peers/torch/($cases)(/ratio)?(/real_time)?\$" ;;
+        tinydnn) run_one tinydnn "$rep" "${peer_env[@]}" -- "$build/bench/peers/bench_tinydnn_mlp" \
+          --threads="$peer_threads" --benchmark_filter="^peers/tinydnn/($cases)(/real_time)?\$" ;;
+      esac
+    done
+  done
+  core=$(awk -F'\t' '$1 ~ /^torch_/ && $2 == "context" && $4 == "openblas_core" { print $5; exit }' "$results/rows.tsv")
+  torch_version=$(awk -F'\t' '$1 ~ /^torch_/ && $2 == "context" && $4 == "torch_version" { print $5; exit }' "$results/rows.tsv")
+  report=$results/peers.md
+  {
+    comparison_header "Threads: $peer_threads for every side; PyTorch ${torch_version:-(not run)} on OpenBLAS core ${core:-?} (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}); timing: $( ((peer_threads > 1)) && echo 'wall time' || echo 'CPU time of the benchmark thread')" \
+      "scripts/bench.sh --peers$( ((peer_threads > 1)) && echo " --threads $peer_threads")"
+    echo
+    awk -F'\t' "$median_awk"'
+      $3 != "single" || $2 == "context" { next }
+      {
+        split($1, f, "_"); prog = f[1]; rep = f[2]
+        n = split($2, p, "/")
+        if (prog == "ours" && p[4] == "gradscope" && $4 == "samples/s") { id = p[2] "/" p[3]; ours[id, rep] = $5 }
+        else if (prog != "ours" && n == 4 && $4 == "samples/s") { id = p[3] "/" p[4]; peer[prog, id, rep] = $5 }
+        else if (prog == "torch" && p[5] == "ratio" && $4 == "ratio") { id = p[3] "/" p[4]; inproc[id, rep] = $5 }
+        else next
+        if (!(id in seen)) { seen[id] = 1; order[++nid] = id }
+        if (rep > reps) reps = rep
+      }
+      function col(prog, id,   r, m, a, b, c, nb, nc, q) {
+        m = 0; nb = 0; nc = 0
+        for (r = 1; r <= reps; r++) {
+          if ((prog, id, r) in peer) { b[++nb] = peer[prog, id, r]; if ((id, r) in ours) c[++nc] = ours[id, r] / peer[prog, id, r] }
+        }
+        if (nb == 0) return " - | - |"
+        q = median(c, nc)
+        lo = c[1]; hi = c[nc]
+        return sprintf(" %s | **%s** (%s-%s) |", k(median(b, nb)), r2(q), r2(lo), r2(hi))
+      }
+      END {
+        hdr = "| net | batch | gradscope samples/s |"; sep = "|---|---|---:|"
+        for (i = 1; i <= nid; i++) for (r = 1; r <= reps; r++) {
+          if (("torch", order[i], r) in peer) have_torch = 1
+          if (("tinydnn", order[i], r) in peer) have_td = 1
+        }
+        if (have_torch) { hdr = hdr " PyTorch samples/s | gradscope/PyTorch (min-max) | same, in one process |"; sep = sep "---:|---:|---:|" }
+        if (have_td) { hdr = hdr " tiny-dnn samples/s | gradscope/tiny-dnn (min-max) |"; sep = sep "---:|---:|" }
+        print hdr; print sep
+        for (i = 1; i <= nid; i++) {
+          id = order[i]; split(id, p, "/"); b = p[2]; sub(/batch:/, "", b)
+          na = 0; for (r = 1; r <= reps; r++) if ((id, r) in ours) a[++na] = ours[id, r]
+          line = sprintf("| %s | %s | %s |", p[1], b, k(median(a, na)))
+          if (have_torch) {
+            line = line col("torch", id)
+            ni = 0; for (r = 1; r <= reps; r++) if ((id, r) in inproc) d[++ni] = inproc[id, r]
+            line = line sprintf(" %s |", r2(median(d, ni)))
+          }
+          if (have_td) line = line col("tinydnn", id)
+          print line
+        }
+      }' "$results/rows.tsv"
+    echo
+    echo "gradscope/peer: median over the repetitions of (gradscope samples/s / peer samples/s), each"
+    echo "repetition's two programs run back to back (min-max over the repetitions in brackets); > 1"
+    echo "means gradscope is faster. \"In one process\": bench_torch_mlp's ratio rows (both sides"
+    echo "interleaved in one loop, blocks of about 10 ms)."
+    if [[ $core == Prescott ]] && grep -q avx512f /proc/cpuinfo 2>/dev/null; then
+      echo
+      echo "Note: OpenBLAS did not recognise this CPU and runs its Prescott (SSE3) kernels, which slows"
+      echo "PyTorch down several times: rerun with OPENBLAS_CORETYPE=SkylakeX for a fair comparison."
+    fi
+  } >"$report"
+  echo
+  cat "$report"
+  exit 0
+fi
+
+if ((blas)); then
+  : >"$results/rows.tsv"
+  cases=$(selected_cases)
+  blas_core=${GRADSCOPE_OPENBLAS_CORETYPE:-SkylakeX}
+  for ((rep = 1; rep <= repetitions; rep++)); do
+    variants=(eigen blasauto blascore)
+    ((rep % 2)) || variants=(blascore blasauto eigen)
+    for v in "${variants[@]}"; do
+      case $v in
+        eigen) run_one eigen "$rep" -u OPENBLAS_CORETYPE -- "$build/bench/bench_mlp_train" \
+          --benchmark_filter="^mlp_train/($cases)/ratio" ;;
+        blasauto) run_one blasauto "$rep" -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 -- \
+          "$blas_build/bench/bench_mlp_train" --benchmark_filter="^mlp_train/($cases)/ratio" ;;
+        blascore) run_one blascore "$rep" OPENBLAS_CORETYPE="$blas_core" OPENBLAS_NUM_THREADS=1 -- \
+          "$blas_build/bench/bench_mlp_train" --benchmark_filter="^mlp_train/($cases)/ratio" ;;
+      esac
+    done
+  done
+  report=$results/blas.md
+  {
+    comparison_header "bench_mlp_train ratio rows, one thread (OPENBLAS_NUM_THREADS=1), CPU time; Eigen's GEMM: $build/, -DGRADSCOPE_USE_BLAS=ON: $blas_build/ (EIGEN_USE_BLAS, $(awk -F= '/^BLAS_openblas_LIBRARY:/ { print $2 }' "$blas_build/CMakeCache.txt"))" \
+      "scripts/bench.sh --blas"
+    echo
+    awk -F'\t' -v core="$blas_core" "$median_awk"'
+      $3 != "single" || $2 == "context" { next }
+      $4 == "ratio" || $4 == "gradscope_samples/s" || $4 == "reference_samples/s" {
+        split($1, f, "_"); v = f[1]; rep = f[2]; split($2, p, "/"); id = p[2] "/" p[3]
+        x[v, id, $4, rep] = $5
+        if (!(id in seen)) { seen[id] = 1; order[++nid] = id }
+        if (rep > reps) reps = rep
+      }
+      function med(v, id, key,   r, a, n) {
+        n = 0; for (r = 1; r <= reps; r++) if ((v, id, key, r) in x) a[++n] = x[v, id, key, r]
+        return median(a, n)
+      }
+      function cell(v, id) { return sprintf(" %s / %s, %s |", k(med(v, id, "gradscope_samples/s")), k(med(v, id, "reference_samples/s")), r2(med(v, id, "ratio"))) }
+      END {
+        print "| net | batch | Eigen GEMM: ours / ref samples/s, ours/ref | OpenBLAS, OPENBLAS_CORETYPE unset | OpenBLAS, OPENBLAS_CORETYPE=" core " | ours: OpenBLAS " core " / Eigen |"
+        print "|---|---|---:|---:|---:|---:|"
+        for (i = 1; i <= nid; i++) {
+          id = order[i]; split(id, p, "/"); b = p[2]; sub(/batch:/, "", b)
+          e = med("eigen", id, "gradscope_samples/s"); c = med("blascore", id, "gradscope_samples/s")
+          printf "| %s | %s |%s%s%s %s |\n", p[1], b, cell("eigen", id), cell("blasauto", id), cell("blascore", id), (e > 0 && c != "") ? r2(c / e) : "-"
+        }
+      }' "$results/rows.tsv"
+  } >"$report"
+  echo
+  cat "$report"
+  exit 0
+fi
 
 rows=$results/rows.tsv
 : >"$rows"
