@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "alloc_counter.hpp"
+#include "mlp_cases.hpp"
 #include "reference/nets.hpp"
 
 namespace {
@@ -58,36 +59,19 @@ namespace gs = gradscope;
 namespace gb = gradscope_bench;
 using Mat = gs::Matrix<float>;
 
-constexpr float kLr = 0.01f;
-constexpr int kPool = 4;  // batches cycled through
-constexpr std::uint64_t kWeightSeed = 20240611;
-constexpr std::uint64_t kDataSeed = 7;
+using gb::mlp::Case;
+using gb::mlp::kCases;
+using gb::mlp::kLr;
+using gb::mlp::kPool;
+using gb::mlp::kWeightSeed;
 
-struct Case {
-  char net;
-  Eigen::Index batch;
-};
-constexpr Case kCases[] = {{'A', 10},  {'A', 128}, {'B', 32}, {'B', 128},
-                           {'C', 128}, {'D', 128}, {'E', 128}};
-
-// The batches: both as Eigen matrices (for the twin) and as constant tensors sharing nothing with
-// them (for gradscope; a persistent tensor enters the tape as a leaf without a copy).
-struct Data {
-  std::vector<Mat> x;
+// The batches: as Eigen matrices (for the twin) and as constant tensors sharing nothing with them
+// (for gradscope; a persistent tensor enters the tape as a leaf without a copy).
+struct Data : gb::mlp::Batches {
   std::vector<gs::Tensor<float>> tensors;
-  std::vector<std::vector<int>> labels;
 
-  Data(Eigen::Index batch, Eigen::Index in, Eigen::Index classes) {
-    gs::Rng rng(kDataSeed);
-    for (int k = 0; k < kPool; ++k) {
-      Mat m(batch, in);
-      for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(rng.uniform());
-      std::vector<int> y(static_cast<std::size_t>(batch));
-      for (auto& v : y) v = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-      tensors.emplace_back(m, 2, false);
-      x.push_back(std::move(m));
-      labels.push_back(std::move(y));
-    }
+  Data(Eigen::Index batch, Eigen::Index in, Eigen::Index classes) : Batches(batch, in, classes) {
+    for (const Mat& m : x) tensors.emplace_back(m, 2, false);
   }
 };
 

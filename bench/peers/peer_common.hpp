@@ -4,6 +4,7 @@
 // the hand-written twin of bench/reference/, which draws them exactly as gradscope does), the
 // losses of the twin's first steps to check a peer against, the thread setting, the clock and the
 // benchmark names (peers/<peer>/<net>/batch:<n>).
+#include <benchmark/benchmark.h>
 #include <dlfcn.h>
 
 #include <Eigen/Core>
@@ -14,48 +15,25 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "mlp_cases.hpp"
 #include "reference/nets.hpp"
 
 namespace gradscope_bench::peers {
 
-using Mat = reference::Mat<float>;
-
-// The constants of bench/mlp_train.bench.cpp.
-constexpr float kLr = 0.01f;
-constexpr int kPool = 4;
-constexpr std::uint64_t kWeightSeed = 20240611;
-constexpr std::uint64_t kDataSeed = 7;
-
-struct Case {
-  char net;
-  Eigen::Index batch;
-};
-constexpr Case kCases[] = {{'A', 10},  {'A', 128}, {'B', 32}, {'B', 128},
-                           {'C', 128}, {'D', 128}, {'E', 128}};
-
-/// The batches of bench_mlp_train: pixels uniform in [0, 1), labels uniform in 0..classes-1, drawn
-/// in the same order from the same seed.
-struct Batches {
-  std::vector<Mat> x;
-  std::vector<std::vector<int>> labels;
-
-  Batches(Eigen::Index batch, Eigen::Index in, Eigen::Index classes) {
-    gradscope::Rng rng(kDataSeed);
-    for (int k = 0; k < kPool; ++k) {
-      Mat m(batch, in);
-      for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(rng.uniform());
-      std::vector<int> y(static_cast<std::size_t>(batch));
-      for (auto& v : y) v = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-      x.push_back(std::move(m));
-      labels.push_back(std::move(y));
-    }
-  }
-};
+// The cases, constants and batches of bench/mlp_train.bench.cpp.
+using mlp::Batches;
+using mlp::Case;
+using mlp::kCases;
+using mlp::kLr;
+using mlp::kPool;
+using mlp::kWeightSeed;
+using mlp::Mat;
 
 /// The twin of a case with bench_mlp_train's initial weights: a peer copies its parameters
 /// (per Dense weight [out, in] row-major and bias [1, out], then BatchNorm's gamma and beta).
@@ -128,6 +106,17 @@ struct OpenBlas {
   std::string core() const { return corename ? corename() : "-"; }
   int threads() const { return get_threads ? get_threads() : 0; }
 };
+
+/// Runs a benchmark body, turning an exception (a failed setup, a loss check) into a skipped
+/// benchmark with its message instead of a crash of the whole program.
+template <void (*Body)(benchmark::State&, Case)>
+void checked(benchmark::State& state, Case c) {
+  try {
+    Body(state, c);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
 
 /// peers/<peer>/<net>/batch:<n>[/<suffix>]
 inline std::string case_name(const char* peer, const Case& c, const char* suffix = nullptr) {

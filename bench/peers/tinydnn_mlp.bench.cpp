@@ -262,21 +262,14 @@ std::string backend_name() {
   return os.str();
 }
 
-void BM_tinydnn(benchmark::State& state, gp::Case c) {
-  try {
-    tinydnn_loop(state, c);
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   g_threads = gp::take_threads_argument(argc, argv);
   omp_set_num_threads(g_threads);
   for (const gp::Case& c : gp::kCases) {
-    auto* b = benchmark::RegisterBenchmark(gp::case_name("tinydnn", c).c_str(), BM_tinydnn, c);
+    auto* b = benchmark::RegisterBenchmark(gp::case_name("tinydnn", c).c_str(),
+                                           gp::checked<tinydnn_loop>, c);
     b->Unit(benchmark::kMillisecond);
     if (g_threads > 1) b->UseRealTime();
   }

@@ -255,22 +255,6 @@ void ratio_loop(benchmark::State& state, gp::Case c) {
   state.counters["eigen_threads"] = Eigen::nbThreads();
 }
 
-void BM_ratio(benchmark::State& state, gp::Case c) {
-  try {
-    ratio_loop(state, c);
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-  }
-}
-
-void BM_torch_checked(benchmark::State& state, gp::Case c) {
-  try {
-    BM_torch(state, c);
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -280,8 +264,10 @@ int main(int argc, char** argv) {
   const gp::OpenBlas openblas;
   if (openblas.set_threads) openblas.set_threads(g_threads);
   for (const gp::Case& c : gp::kCases) {
-    auto* a = benchmark::RegisterBenchmark(gp::case_name("torch", c).c_str(), BM_torch_checked, c);
-    auto* r = benchmark::RegisterBenchmark(gp::case_name("torch", c, "ratio").c_str(), BM_ratio, c);
+    auto* a =
+        benchmark::RegisterBenchmark(gp::case_name("torch", c).c_str(), gp::checked<BM_torch>, c);
+    auto* r = benchmark::RegisterBenchmark(gp::case_name("torch", c, "ratio").c_str(),
+                                           gp::checked<ratio_loop>, c);
     for (auto* b : {a, r}) {
       b->Unit(benchmark::kMicrosecond);
       if (g_threads > 1) b->UseRealTime();
