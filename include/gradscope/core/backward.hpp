@@ -69,6 +69,33 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     return true;
   };
 
+  // Binary ops whose inputs both have the output's shape (no broadcasting): the common case,
+  // with the rules written without the broadcast machinery. The general rules below agree.
+  const auto same_shape = [&](int k) {
+    const auto& in = tape.node(n.in[k]);
+    return in.rows == R && in.cols == C;
+  };
+  if (n.op <= Op::div && n.op >= Op::add && same_shape(0) && same_shape(1)) {
+    switch (n.op) {
+      case Op::add:
+        if (wants(0) && !pass_through(0)) acc(0, G.array());
+        if (wants(1) && !pass_through(1)) acc(1, G.array());
+        return;
+      case Op::sub:
+        if (wants(0) && !pass_through(0)) acc(0, G.array());
+        if (wants(1)) acc(1, -G.array());
+        return;
+      case Op::mul:
+        if (wants(0)) acc(0, G.array() * X(1).array());
+        if (wants(1)) acc(1, G.array() * X(0).array());
+        return;
+      default:  // div
+        if (wants(0)) acc(0, G.array() / X(1).array());
+        if (wants(1)) acc(1, -G.array() * Y.array() / X(1).array());
+        return;
+    }
+  }
+
   switch (n.op) {
     case Op::add:  // d(a + b) = da + db
       if (wants(0) && !pass_through(0)) give(0, G.array());

@@ -2,6 +2,7 @@
 /// Differentiable ops on Tensor<T>. Each op records one tape node over whole Eigen blocks; its
 /// backward rule is the case of the same name in core/backward.hpp.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -19,7 +20,13 @@ using Arr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 template <Scalar T, class F>
 Tensor<T> binary(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
-  const Shape s = broadcast_shape(op_name(op), a.shape(), b.shape());
+  const Shape sa = a.shape(), sb = b.shape();
+  if (sa.rows == sb.rows && sa.cols == sb.cols) {  // no broadcasting: the common case, kept lean
+    Recorder<T> r(op, {&a, &b}, Shape{sa.rows, sa.cols, std::max(sa.rank, sb.rank)});
+    r.out().array() = f(r.in(0).array(), r.in(1).array());
+    return r.finish();
+  }
+  const Shape s = broadcast_shape(op_name(op), sa, sb);
   Recorder<T> r(op, {&a, &b}, s);
   with_expanded(r.in(0), s.rows, s.cols, [&](const auto& x) {
     with_expanded(r.in(1), s.rows, s.cols, [&](const auto& y) { r.out().array() = f(x, y); });

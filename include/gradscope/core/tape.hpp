@@ -135,8 +135,10 @@ class Tape {
   /// Appends a default node, to be filled in place, and returns its index. (A node assembled
   /// field by field on the stack and then copied in stalls on store forwarding: that copy was
   /// 40% of the cost of recording an op.)
-  std::uint32_t append() {
-    nodes_.emplace_back();
+  std::uint32_t append(detail::Op op, Index rows, Index cols, std::uint8_t rank, bool requires_grad,
+                       T* value, const char* label = nullptr, std::uint32_t in0 = detail::no_input,
+                       std::uint32_t in1 = detail::no_input, std::uint32_t in2 = detail::no_input) {
+    nodes_.emplace_back(op, rows, cols, rank, requires_grad, value, label, in0, in1, in2);
     return static_cast<std::uint32_t>(nodes_.size() - 1);
   }
   /// The gradient buffer of node i, allocated and zeroed on first use. A parameter without
@@ -164,14 +166,10 @@ class Tape {
   /// The leaf node standing for a persistent tensor on this tape (one per storage per reset).
   std::uint32_t leaf_for(const std::shared_ptr<detail::Storage<T>>& s) {
     if (s->leaf_tape == this && s->leaf_generation == generation_) return s->leaf_index;
-    const auto index = append();
+    const auto index = append(s->requires_grad ? detail::Op::parameter : detail::Op::constant,
+                              s->value.rows(), s->value.cols(), static_cast<std::uint8_t>(s->rank),
+                              s->requires_grad, s->value.data());
     auto& n = nodes_[index];
-    n.op = s->requires_grad ? detail::Op::parameter : detail::Op::constant;
-    n.value = s->value.data();
-    n.rows = s->value.rows();
-    n.cols = s->value.cols();
-    n.rank = static_cast<std::uint8_t>(s->rank);
-    n.requires_grad = s->requires_grad;
     n.aux = s.get();
     kept_.push_back(s);
     s->leaf_tape = this;
@@ -220,15 +218,9 @@ class Tape {
   Tensor<T> leaf(const Eigen::Ref<const Matrix<T>>& value, int rank, detail::Op op, bool grad) {
     Tensor<T>::check_rank(value.rows(), value.cols(), rank);
     T* data = arena_.allocate_array<T>(static_cast<std::size_t>(value.size()));
-    const auto index = append();
-    auto& n = nodes_[index];
-    n.op = op;
-    n.rows = value.rows();
-    n.cols = value.cols();
-    n.rank = static_cast<std::uint8_t>(rank);
-    n.requires_grad = grad;
-    n.value = data;
-    MatrixMap<T>(n.value, n.rows, n.cols) = value;
+    const auto index =
+        append(op, value.rows(), value.cols(), static_cast<std::uint8_t>(rank), grad, data);
+    MatrixMap<T>(data, value.rows(), value.cols()) = value;
     return Tensor<T>(this, index, generation_);
   }
 

@@ -259,7 +259,8 @@ class Tensor {
       throw UsageError(detail::cat(what, " needs a persistent tensor (a parameter or data); this ",
                                    "one is a tape node"));
   }
-  detail::Node<T>& node() const;  // checks that the tape was not reset
+  [[gnu::always_inline]] inline detail::Node<T>& node()
+      const;  // checks that the tape was not reset
 
   Tape<T>* tape_ = nullptr;
   std::uint32_t index_ = 0;

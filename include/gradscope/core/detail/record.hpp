@@ -45,17 +45,10 @@ class Recorder {
         ++k;
       }
       T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(out.size()));
-      index_ = tape_->append();
-      Node<T>& n = tape_->node(index_);
-      n.op = op;
-      n.rows = out.rows;
-      n.cols = out.cols;
-      n.rank = static_cast<std::uint8_t>(out.rank);
-      n.requires_grad = grad;
-      n.label = current_label();
-      n.value = value;
+      index_ = tape_->append(op, out.rows, out.cols, static_cast<std::uint8_t>(out.rank), grad,
+                             value, current_label(), in_index[0], in_index[1], in_index[2]);
+      recording_ = grad;
       for (int j = 0; j < 3; ++j) {
-        n.in[j] = in_index[j];
         if (in_index[j] == no_input) continue;
         const auto& in = tape_->node(in_index[j]);
         new (&inputs_[j]) ConstMatrixMap<T>(in.value, in.rows, in.cols);
@@ -80,7 +73,7 @@ class Recorder {
   /// The output to fill.
   MatrixMap<T>& out() { return out_; }
   /// True when backward information is kept (the output requires a gradient).
-  bool recording() const { return tape_ && tape_->node(index_).requires_grad; }
+  bool recording() const { return recording_; }
   /// The output's node (for scalar arguments and saved data); only when recording().
   Node<T>& node() { return tape_->node(index_); }
   /// Memory that lives as long as the tape (when recording) or this recorder (otherwise).
@@ -134,6 +127,7 @@ class Recorder {
   Op op_;
   Tape<T>* tape_ = nullptr;
   std::uint32_t index_ = 0;
+  bool recording_ = false;
   std::shared_ptr<Storage<T>> storage_;
   ConstMatrixMap<T> inputs_[3] = {{nullptr, 0, 0}, {nullptr, 0, 0}, {nullptr, 0, 0}};
   MatrixMap<T> out_{nullptr, 0, 0};
