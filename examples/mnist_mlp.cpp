@@ -7,10 +7,10 @@
 // Run with --help for every option. Exit codes: 0 success, 1 failure during training,
 // 2 bad command line or missing data.
 
-#include <CLI/CLI.hpp>
 #include <gradscope/data/data.hpp>
 #include <gradscope/gradscope.hpp>
 #include <gradscope/io/io.hpp>
+#include <gradscope/util/cli.hpp>
 #include <gradscope/util/progress.hpp>
 
 #include <cstdio>
@@ -71,8 +71,8 @@ void apply_preset(Config& c, const std::string& name) {
     c.dropout = 0, c.optimizer = "sgd", c.lr = 0.1, c.weight_decay = 0, c.schedule = "none";
     c.epochs = 5, c.batch_size = 10, c.record_every = 50;
   } else {
-    throw CLI::ValidationError("--preset",
-                               "unknown preset '" + name + "' (known: demo, best, nielsen)");
+    throw gs::util::ArgError("--preset: unknown preset '" + name +
+                             "' (known: demo, best, nielsen)");
   }
 }
 
@@ -281,57 +281,56 @@ int run(const Config& c) {
 
 int main(int argc, char** argv) {
   Config c;
-  CLI::App app{"Train a deep MLP on MNIST-format data and diagnose its gradients (gradscope)"};
-  app.add_option("--preset", c.preset,
-                 "named configuration: demo, best, nielsen (other options override it)");
-  auto* data = app.add_option("--data", c.data,
-                              "directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]");
-  auto* synth =
-      app.add_flag("--synthetic", c.synthetic, "use procedurally drawn digits instead of files");
-  data->excludes(synth);
-  app.add_option("--synthetic-size", c.synthetic_size, "training images when --synthetic")
-      ->check(CLI::Range(100, 1000000));
-  app.add_option("--depth", c.depth, "hidden dense layers")->check(CLI::Range(1, 1000));
-  app.add_option("--width", c.width, "units per hidden layer")->check(CLI::Range(1, 100000));
-  app.add_option("--activation", c.activation, "hidden activation")
-      ->check(CLI::IsMember({"sigmoid", "tanh", "relu", "leaky_relu", "elu"}));
-  app.add_option(
-         "--init", c.init,
-         "auto, zeros, xavier_uniform, xavier_normal, he_uniform, he_normal, lecun_normal, nielsen")
-      ->check(CLI::IsMember({"auto", "zeros", "xavier_uniform", "xavier_normal", "he_uniform",
-                             "he_normal", "lecun_normal", "nielsen"}));
-  app.add_flag("--batchnorm,!--no-batchnorm", c.batchnorm,
-               "batch normalisation after each hidden dense layer");
-  app.add_option("--residual", c.residual, "none, post or pre-activation residual blocks")
-      ->check(CLI::IsMember({"none", "post", "pre"}));
-  app.add_option("--dropout", c.dropout, "dropout probability")->check(CLI::Range(0.0, 0.95));
-  app.add_option("--optimizer", c.optimizer, "sgd, momentum, nesterov, adam, adamw")
-      ->check(CLI::IsMember({"sgd", "momentum", "nesterov", "adam", "adamw"}));
-  app.add_option("--lr", c.lr, "learning rate")->check(CLI::PositiveNumber);
-  app.add_option("--schedule", c.schedule, "none, cosine, warmup-cosine, step")
-      ->check(CLI::IsMember({"none", "cosine", "warmup-cosine", "step"}));
-  app.add_option("--weight-decay", c.weight_decay, "L2 weight decay (decoupled for adamw)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--l1", c.l1, "L1 regularisation strength")->check(CLI::NonNegativeNumber);
-  app.add_option("--clip-norm", c.clip_norm, "clip gradients to this global L2 norm (0: off)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--clip-value", c.clip_value, "clip gradient elements to +-value (0: off)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--epochs", c.epochs, "training epochs")->check(CLI::Range(1, 10000));
-  app.add_option("--batch-size", c.batch_size, "batch size")->check(CLI::Range(1, 1000000));
-  app.add_option("--seed", c.seed, "random seed");
-  app.add_option("--threads", c.threads, "Eigen threads (effective when built with OpenMP)")
-      ->check(CLI::Range(1, 256));
-  app.add_option("--validation", c.validation, "training images held out for validation")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--record-every", c.record_every, "record gradients every N steps")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--report-dir", c.report_dir, "where the CSV, JSON Lines, SVG and checkpoint go");
-  app.add_option("--checkpoint", c.checkpoint, "save a checkpoint here after every epoch");
-  app.add_option("--resume", c.resume, "resume from this checkpoint");
+  gs::util::ArgParser app(
+      "mnist_mlp: train a deep MLP on MNIST-format data and diagnose its gradients (gradscope)");
+  app.option("--preset", c.preset,
+             "named configuration (options given with it override its values)")
+      .choices({"demo", "best", "nielsen"});
+  app.option("--data", c.data, "directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")
+      .excludes("--synthetic");
+  app.flag("--synthetic", c.synthetic, "use procedurally drawn digits instead of files");
+  app.option("--synthetic-size", c.synthetic_size, "training images when --synthetic")
+      .range(100, 1000000);
+  app.option("--depth", c.depth, "hidden dense layers").range(1, 1000);
+  app.option("--width", c.width, "units per hidden layer").range(1, 100000);
+  app.option("--activation", c.activation, "hidden activation")
+      .choices({"sigmoid", "tanh", "relu", "leaky_relu", "elu"});
+  app.option("--init", c.init, "weight initialisation (auto: from the activation)")
+      .choices({"auto", "zeros", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+                "lecun_normal", "nielsen"});
+  app.flag("--batchnorm", c.batchnorm, "batch normalisation after each hidden dense layer",
+           /*negatable=*/true);
+  app.option("--residual", c.residual, "residual blocks").choices({"none", "post", "pre"});
+  app.option("--dropout", c.dropout, "dropout probability").range(0.0, 0.95);
+  app.option("--optimizer", c.optimizer, "optimiser")
+      .choices({"sgd", "momentum", "nesterov", "adam", "adamw"});
+  app.option("--lr", c.lr, "learning rate").positive();
+  app.option("--schedule", c.schedule, "learning-rate schedule")
+      .choices({"none", "cosine", "warmup-cosine", "step"});
+  app.option("--weight-decay", c.weight_decay, "L2 weight decay (decoupled for adamw)")
+      .non_negative();
+  app.option("--l1", c.l1, "L1 regularisation strength").non_negative();
+  app.option("--clip-norm", c.clip_norm, "clip gradients to this global L2 norm (0: off)")
+      .non_negative();
+  app.option("--clip-value", c.clip_value, "clip gradient elements to +-value (0: off)")
+      .non_negative();
+  app.option("--epochs", c.epochs, "training epochs").range(1, 10000);
+  app.option("--batch-size", c.batch_size, "batch size").range(1, 1000000);
+  app.option("--seed", c.seed, "random seed");
+  app.option("--threads", c.threads, "Eigen threads (effective when built with OpenMP)")
+      .range(1, 256);
+  app.option("--validation", c.validation, "training images held out for validation")
+      .range(1, 1000000);
+  app.option("--record-every", c.record_every, "record gradients every N steps").range(1, 1000000);
+  app.option("--report-dir", c.report_dir, "where the CSV, JSON Lines, SVG and checkpoint go");
+  app.option("--checkpoint", c.checkpoint, "save a checkpoint here after every epoch");
+  app.option("--resume", c.resume, "resume from this checkpoint");
   try {
     // First pass: find a preset, so that explicit options override it in the second pass.
-    app.parse(argc, argv);
+    if (!app.parse(argc, argv)) {
+      std::fputs(app.help().c_str(), stdout);
+      return 0;
+    }
     if (!c.preset.empty()) {
       Config preset_config;
       preset_config.data = c.data;
@@ -339,19 +338,16 @@ int main(int argc, char** argv) {
       apply_preset(preset_config, c.preset);
       preset_config.preset = c.preset;
       c = preset_config;
-      app.clear();
       app.parse(argc, argv);
     }
     if (c.data.empty() && !c.synthetic)
-      throw CLI::ValidationError("--data",
-                                 "give --data DIR (an MNIST-format directory) or --synthetic");
+      throw gs::util::ArgError(
+          "--data: give --data DIR (an MNIST-format directory) or --synthetic");
     if (!c.data.empty() && !std::filesystem::is_directory(c.data))
-      throw CLI::ValidationError(
-          "--data", "data directory '" + c.data +
-                        "' not found (run scripts/get-data.sh fashion, or pass --synthetic)");
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
+      throw gs::util::ArgError(
+          "--data: data directory '" + c.data +
+          "' not found (run scripts/get-data.sh fashion, or pass --synthetic)");
+  } catch (const gs::util::ArgError& e) {
     std::fprintf(stderr, "mnist_mlp: %s\nRun with --help for the options.\n", e.what());
     return 2;
   }

@@ -10,9 +10,9 @@
 //   vanishing_gradients --data data/mnist --report-dir build/study
 //   vanishing_gradients --synthetic          (no data installed)
 
-#include <CLI/CLI.hpp>
 #include <gradscope/data/data.hpp>
 #include <gradscope/gradscope.hpp>
+#include <gradscope/util/cli.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -248,13 +248,24 @@ int main(int argc, char** argv) {
   bool synthetic = false;
   int seeds = 5;
   std::vector<int> depths = {10, 30};
-  CLI::App app{"The vanishing-gradient study: Nielsen's table and the remedies (gradscope)"};
-  app.add_option("--data", data_dir, "MNIST-format directory (scripts/get-data.sh mnist)");
-  app.add_flag("--synthetic", synthetic, "use procedurally drawn digits");
-  app.add_option("--seeds", seeds, "seeds for Nielsen's table")->check(CLI::Range(1, 100));
-  app.add_option("--depths", depths, "depths of the remedies table")->check(CLI::Range(2, 200));
-  app.add_option("--report-dir", report_dir, "where the SVG chart goes");
-  CLI11_PARSE(app, argc, argv);
+  gs::util::ArgParser app(
+      "vanishing_gradients: Nielsen's table of a deep sigmoid network and the remedies "
+      "(gradscope)");
+  app.option("--data", data_dir, "MNIST-format directory (scripts/get-data.sh mnist)")
+      .excludes("--synthetic");
+  app.flag("--synthetic", synthetic, "use procedurally drawn digits");
+  app.option("--seeds", seeds, "seeds for Nielsen's table").range(1, 100);
+  app.option("--depths", depths, "depths of the remedies table").range(2, 200);
+  app.option("--report-dir", report_dir, "where the SVG chart goes");
+  try {
+    if (!app.parse(argc, argv)) {
+      std::fputs(app.help().c_str(), stdout);
+      return 0;
+    }
+  } catch (const gs::util::ArgError& e) {
+    std::fprintf(stderr, "vanishing_gradients: %s\nRun with --help for the options.\n", e.what());
+    return 2;
+  }
   if (data_dir.empty() && !synthetic) {
     std::fprintf(stderr, "vanishing_gradients: give --data DIR or --synthetic\n");
     return 2;

@@ -6,7 +6,7 @@ set -euo pipefail
 # Build toolchain and the libraries of the core.
 packages=(cmake g++ make pkg-config libeigen3-dev catch2 libbenchmark-dev)
 # Dependencies of later components: add new ones here.
-extra_packages=(nlohmann-json3-dev zlib1g-dev libcli11-dev)
+extra_packages=(nlohmann-json3-dev zlib1g-dev)
 # The libFuzzer targets of scripts/fuzz.sh (run by scripts/test.sh) need clang and its runtime.
 extra_packages+=(clang libclang-rt-14-dev)
 
