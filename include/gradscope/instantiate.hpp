@@ -6,7 +6,28 @@
 // program. The other files then reuse these instantiations instead of compiling their own
 // (docs/compile_time.md has the measurements). Without the macro, including this header is
 // harmless but pointless. No include guard on purpose: it defines, it does not declare.
+//
+// It also compiles, once, the heavy non-template functions that GRADSCOPE_EXTERN_TEMPLATES turns
+// into declarations elsewhere (detail/compiled.hpp): the diagnostics' always, and those of the io
+// and data headers when this file defines GRADSCOPE_INSTANTIATE_IO (needs nlohmann/json) or
+// GRADSCOPE_INSTANTIATE_DATA (needs zlib) before including this header:
+//
+//     #define GRADSCOPE_INSTANTIATE_IO    // the program saves or loads checkpoints
+//     #define GRADSCOPE_INSTANTIATE_DATA  // the program reads IDX files
+//     #include <gradscope/instantiate.hpp>
+//
+// It must come before any other gradscope header in its file, which is checked.
+#if defined(GRADSCOPE_DETAIL_COMPILED_INCLUDED)
+#error "include <gradscope/instantiate.hpp> before any other gradscope header of its file"
+#endif
+#define GRADSCOPE_INSTANTIATE_DIAGNOSTICS
 #include "gradscope.hpp"
+#if defined(GRADSCOPE_INSTANTIATE_IO)
+#include "io/io.hpp"
+#endif
+#if defined(GRADSCOPE_INSTANTIATE_DATA)
+#include "data/data.hpp"
+#endif
 
 #include "detail/instances.hpp"
 

@@ -248,7 +248,10 @@ TEST_CASE("our files have the layout the specification describes", "[io][safeten
   for (const auto& name : names) {
     const auto& entry = header.at(name);
     std::string dims;
-    for (const auto& d : entry.at("shape")) dims += (dims.empty() ? "" : ",") + d.dump();
+    for (const auto& d : entry.at("shape")) {
+      if (!dims.empty()) dims += ',';
+      dims += d.dump();
+    }
     canonical += "tensor " + std::to_string(name.size()) + ":" + name + " " +
                  entry.at("dtype").get<std::string>() + " [" + dims + "] " +
                  entry.at("data_offsets")[0].dump() + " " + entry.at("data_offsets")[1].dump() +

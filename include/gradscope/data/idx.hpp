@@ -2,7 +2,11 @@
 /// The IDX format of MNIST and Fashion-MNIST (raw or gzip): a reader that validates everything
 /// before trusting it, and a writer. Needs zlib (Debian zlib1g-dev; link with -lz or ZLIB::ZLIB).
 
+#include "../detail/compiled.hpp"
+// Only the bodies compiled here need zlib (see ../detail/compiled.hpp).
+#if !GRADSCOPE_DATA_DECLARE_ONLY
 #include <zlib.h>
+#endif
 
 #include <cstdint>
 #include <cstdio>
@@ -40,8 +44,13 @@ inline DataError idx_error(const std::string& name, std::uint64_t offset, const 
 /// number (0x00 0x00, type 0x08 = unsigned byte, rank 1-4), the expected rank (-1: any), that
 /// no dimension is zero, that the declared size is within the limits, and that the data has
 /// exactly the declared length.
-inline IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name,
-                          int expected_rank = -1, const IdxLimits& limits = {}) {
+GRADSCOPE_COMPILED_API IdxArray parse_idx(std::span<const std::uint8_t> bytes,
+                                          const std::string& name, int expected_rank = -1,
+                                          const IdxLimits& limits = {})
+#if GRADSCOPE_DATA_DECLARE_ONLY
+    ;
+#else
+{
   if (bytes.size() < 4)
     throw detail::idx_error(name, bytes.size(), "file ends inside the 4-byte magic number");
   if (bytes[0] != 0 || bytes[1] != 0)
@@ -91,10 +100,16 @@ inline IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string
   a.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
   return a;
 }
+#endif
 
 /// Reads a whole file, gunzipping it when it is gzip (zlib reads plain files unchanged). Stops
 /// with a DataError once more than `max_bytes` would be read.
-inline std::vector<std::uint8_t> read_maybe_gzip(const std::string& path, std::uint64_t max_bytes) {
+GRADSCOPE_COMPILED_API std::vector<std::uint8_t> read_maybe_gzip(const std::string& path,
+                                                                 std::uint64_t max_bytes)
+#if GRADSCOPE_DATA_DECLARE_ONLY
+    ;
+#else
+{
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) throw DataError("cannot open '" + path + "'");
   std::vector<std::uint8_t> out;
@@ -126,16 +141,26 @@ inline std::vector<std::uint8_t> read_maybe_gzip(const std::string& path, std::u
                     " of the decompressed stream: the gzip stream is truncated");
   return out;
 }
+#endif
 
 /// Reads and validates an IDX file (raw or gzip).
-inline IdxArray read_idx(const std::string& path, int expected_rank = -1,
-                         const IdxLimits& limits = {}) {
+GRADSCOPE_COMPILED_API IdxArray read_idx(const std::string& path, int expected_rank = -1,
+                                         const IdxLimits& limits = {})
+#if GRADSCOPE_DATA_DECLARE_ONLY
+    ;
+#else
+{
   const auto bytes = read_maybe_gzip(path, limits.max_bytes + 4 + 16);
   return parse_idx(bytes, path, expected_rank, limits);
 }
+#endif
 
 /// Labels from an idx1 file, each checked to lie in [0, classes).
-inline std::vector<int> read_idx_labels(const std::string& path, int classes = 10) {
+GRADSCOPE_COMPILED_API std::vector<int> read_idx_labels(const std::string& path, int classes = 10)
+#if GRADSCOPE_DATA_DECLARE_ONLY
+    ;
+#else
+{
   const IdxArray a = read_idx(path, 1);
   std::vector<int> labels(a.data.begin(), a.data.end());
   for (std::size_t i = 0; i < labels.size(); ++i)
@@ -146,9 +171,14 @@ inline std::vector<int> read_idx_labels(const std::string& path, int classes = 1
                                   std::to_string(classes) + " classes");
   return labels;
 }
+#endif
 
 /// Writes an IDX file of unsigned bytes, gzip-compressed when `gzip`.
-inline void write_idx(const std::string& path, const IdxArray& a, bool gzip = false) {
+GRADSCOPE_COMPILED_API void write_idx(const std::string& path, const IdxArray& a, bool gzip = false)
+#if GRADSCOPE_DATA_DECLARE_ONLY
+    ;
+#else
+{
   if (a.dims.empty() || a.dims.size() > 4) throw ValueError("write_idx: rank must be 1..4");
   if (a.count() != a.data.size())
     throw ValueError("write_idx: dimensions do not match the data size");
@@ -169,5 +199,6 @@ inline void write_idx(const std::string& path, const IdxArray& a, bool gzip = fa
   const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
   if (std::fclose(f) != 0 || !ok) throw DataError("cannot write '" + path + "'");
 }
+#endif
 
 }  // namespace gradscope::data

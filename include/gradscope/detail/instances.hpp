@@ -11,49 +11,49 @@
 // these lists are a compile-time saving, never a correctness matter. This header defines macros
 // only and includes nothing, so any component header may include it.
 
-#define GRADSCOPE_CORE_INSTANCES(PREFIX, T)                                                        \
+#define GRADSCOPE_CORE_INSTANCES(PREFIX, T)                                                       \
   PREFIX void gradscope::detail::backward_node<T>(gradscope::Tape<T>&,                            \
                                                   gradscope::detail::Node<T>&);                   \
-  PREFIX gradscope::Tensor<T> gradscope::add<T>(const gradscope::Tensor<T>&,                       \
-                                                const gradscope::Tensor<T>&);                      \
-  PREFIX gradscope::Tensor<T> gradscope::sub<T>(const gradscope::Tensor<T>&,                       \
-                                                const gradscope::Tensor<T>&);                      \
-  PREFIX gradscope::Tensor<T> gradscope::mul<T>(const gradscope::Tensor<T>&,                       \
-                                                const gradscope::Tensor<T>&);                      \
-  PREFIX gradscope::Tensor<T> gradscope::div<T>(const gradscope::Tensor<T>&,                       \
-                                                const gradscope::Tensor<T>&);                      \
-  PREFIX gradscope::Tensor<T> gradscope::neg<T>(const gradscope::Tensor<T>&);                      \
-  PREFIX gradscope::Tensor<T> gradscope::scale<T>(const gradscope::Tensor<T>&, T);                 \
-  PREFIX gradscope::Tensor<T> gradscope::add_scalar<T>(const gradscope::Tensor<T>&, T);            \
-  PREFIX gradscope::Tensor<T> gradscope::pow<T>(const gradscope::Tensor<T>&, T);                   \
-  PREFIX gradscope::Tensor<T> gradscope::exp<T>(const gradscope::Tensor<T>&);                      \
-  PREFIX gradscope::Tensor<T> gradscope::log<T>(const gradscope::Tensor<T>&);                      \
-  PREFIX gradscope::Tensor<T> gradscope::sqrt<T>(const gradscope::Tensor<T>&);                     \
-  PREFIX gradscope::Tensor<T> gradscope::square<T>(const gradscope::Tensor<T>&);                   \
-  PREFIX gradscope::Tensor<T> gradscope::abs<T>(const gradscope::Tensor<T>&);                      \
-  PREFIX gradscope::Tensor<T> gradscope::clamp<T>(const gradscope::Tensor<T>&, T, T);              \
-  PREFIX gradscope::Tensor<T> gradscope::sigmoid<T>(const gradscope::Tensor<T>&);                  \
-  PREFIX gradscope::Tensor<T> gradscope::tanh<T>(const gradscope::Tensor<T>&);                     \
-  PREFIX gradscope::Tensor<T> gradscope::relu<T>(const gradscope::Tensor<T>&);                     \
-  PREFIX gradscope::Tensor<T> gradscope::leaky_relu<T>(const gradscope::Tensor<T>&, T);            \
-  PREFIX gradscope::Tensor<T> gradscope::elu<T>(const gradscope::Tensor<T>&, T);                   \
-  PREFIX gradscope::Tensor<T> gradscope::matmul<T>(                                                \
-      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, gradscope::MatmulOptions);         \
-  PREFIX gradscope::Tensor<T> gradscope::transpose<T>(const gradscope::Tensor<T>&);                \
-  PREFIX gradscope::Tensor<T> gradscope::sum<T>(const gradscope::Tensor<T>&, gradscope::Reduce);   \
-  PREFIX gradscope::Tensor<T> gradscope::mean<T>(const gradscope::Tensor<T>&, gradscope::Reduce);  \
-  PREFIX gradscope::Tensor<T> gradscope::softmax<T>(const gradscope::Tensor<T>&);                  \
-  PREFIX gradscope::Tensor<T> gradscope::log_softmax<T>(const gradscope::Tensor<T>&);              \
-  PREFIX gradscope::Tensor<T> gradscope::linear<T>(                                                \
-      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, const gradscope::Tensor<T>&);      \
-  PREFIX gradscope::Tensor<T> gradscope::softmax_cross_entropy<T>(const gradscope::Tensor<T>&,     \
-                                                                  std::span<const int>);           \
-  PREFIX gradscope::Tensor<T> gradscope::binary_cross_entropy_with_logits<T>(                      \
-      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&);                                   \
-  PREFIX gradscope::Tensor<T> gradscope::batch_norm<T>(                                            \
-      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, const gradscope::Tensor<T>&,       \
-      gradscope::Tensor<T>&, gradscope::Tensor<T>&, const gradscope::BatchNormOptions<T>&);        \
-  PREFIX gradscope::Tensor<T> gradscope::dropout<T>(const gradscope::Tensor<T>&, double,           \
+  PREFIX gradscope::Tensor<T> gradscope::add<T>(const gradscope::Tensor<T>&,                      \
+                                                const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::sub<T>(const gradscope::Tensor<T>&,                      \
+                                                const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::mul<T>(const gradscope::Tensor<T>&,                      \
+                                                const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::div<T>(const gradscope::Tensor<T>&,                      \
+                                                const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::neg<T>(const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::scale<T>(const gradscope::Tensor<T>&, T);                \
+  PREFIX gradscope::Tensor<T> gradscope::add_scalar<T>(const gradscope::Tensor<T>&, T);           \
+  PREFIX gradscope::Tensor<T> gradscope::pow<T>(const gradscope::Tensor<T>&, T);                  \
+  PREFIX gradscope::Tensor<T> gradscope::exp<T>(const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::log<T>(const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::sqrt<T>(const gradscope::Tensor<T>&);                    \
+  PREFIX gradscope::Tensor<T> gradscope::square<T>(const gradscope::Tensor<T>&);                  \
+  PREFIX gradscope::Tensor<T> gradscope::abs<T>(const gradscope::Tensor<T>&);                     \
+  PREFIX gradscope::Tensor<T> gradscope::clamp<T>(const gradscope::Tensor<T>&, T, T);             \
+  PREFIX gradscope::Tensor<T> gradscope::sigmoid<T>(const gradscope::Tensor<T>&);                 \
+  PREFIX gradscope::Tensor<T> gradscope::tanh<T>(const gradscope::Tensor<T>&);                    \
+  PREFIX gradscope::Tensor<T> gradscope::relu<T>(const gradscope::Tensor<T>&);                    \
+  PREFIX gradscope::Tensor<T> gradscope::leaky_relu<T>(const gradscope::Tensor<T>&, T);           \
+  PREFIX gradscope::Tensor<T> gradscope::elu<T>(const gradscope::Tensor<T>&, T);                  \
+  PREFIX gradscope::Tensor<T> gradscope::matmul<T>(                                               \
+      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, gradscope::MatmulOptions);        \
+  PREFIX gradscope::Tensor<T> gradscope::transpose<T>(const gradscope::Tensor<T>&);               \
+  PREFIX gradscope::Tensor<T> gradscope::sum<T>(const gradscope::Tensor<T>&, gradscope::Reduce);  \
+  PREFIX gradscope::Tensor<T> gradscope::mean<T>(const gradscope::Tensor<T>&, gradscope::Reduce); \
+  PREFIX gradscope::Tensor<T> gradscope::softmax<T>(const gradscope::Tensor<T>&);                 \
+  PREFIX gradscope::Tensor<T> gradscope::log_softmax<T>(const gradscope::Tensor<T>&);             \
+  PREFIX gradscope::Tensor<T> gradscope::linear<T>(                                               \
+      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, const gradscope::Tensor<T>&);     \
+  PREFIX gradscope::Tensor<T> gradscope::softmax_cross_entropy<T>(const gradscope::Tensor<T>&,    \
+                                                                  std::span<const int>);          \
+  PREFIX gradscope::Tensor<T> gradscope::binary_cross_entropy_with_logits<T>(                     \
+      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&);                                  \
+  PREFIX gradscope::Tensor<T> gradscope::batch_norm<T>(                                           \
+      const gradscope::Tensor<T>&, const gradscope::Tensor<T>&, const gradscope::Tensor<T>&,      \
+      gradscope::Tensor<T>&, gradscope::Tensor<T>&, const gradscope::BatchNormOptions<T>&);       \
+  PREFIX gradscope::Tensor<T> gradscope::dropout<T>(const gradscope::Tensor<T>&, double,          \
                                                     gradscope::Rng&);
 
 #define GRADSCOPE_NN_INSTANCES(PREFIX, T)    \
@@ -71,12 +71,49 @@
   PREFIX class gradscope::nn::Sequential<T>; \
   PREFIX class gradscope::nn::Residual<T>;
 
-#define GRADSCOPE_OPTIM_INSTANCES(PREFIX, T)    \
-  PREFIX class gradscope::optim::Optimizer<T>;  \
-  PREFIX class gradscope::optim::SGD<T>;        \
-  PREFIX class gradscope::optim::Adam<T>;       \
-  PREFIX class gradscope::optim::AdamW<T>;      \
+#define GRADSCOPE_OPTIM_INSTANCES(PREFIX, T)   \
+  PREFIX class gradscope::optim::Optimizer<T>; \
+  PREFIX class gradscope::optim::SGD<T>;       \
+  PREFIX class gradscope::optim::Adam<T>;      \
+  PREFIX class gradscope::optim::AdamW<T>;     \
   PREFIX class gradscope::optim::RMSprop<T>;
 
 #define GRADSCOPE_DIAGNOSTICS_INSTANCES(PREFIX, T) \
   PREFIX class gradscope::diagnostics::GradientMonitor<T>;
+
+// io and data (their headers need nlohmann/json and zlib): expanded at the end of io/io.hpp and
+// data/data.hpp, and instantiated where GRADSCOPE_INSTANTIATE_IO / GRADSCOPE_INSTANTIATE_DATA is
+// defined (see instantiate.hpp).
+#define GRADSCOPE_IO_INSTANCES(PREFIX, T)                                                        \
+  PREFIX void gradscope::io::save_checkpoint<T>(                                                 \
+      const std::filesystem::path&, const gradscope::nn::Module<T>&,                             \
+      std::type_identity_t<gradscope::optim::Optimizer<T>>*, const gradscope::io::Metadata&,     \
+      const gradscope::io::SaveOptions&);                                                        \
+  PREFIX std::vector<std::byte> gradscope::io::encode_checkpoint<T>(                             \
+      const gradscope::nn::Module<T>&, std::type_identity_t<gradscope::optim::Optimizer<T>>*,    \
+      const gradscope::io::Metadata&);                                                           \
+  PREFIX gradscope::io::Metadata gradscope::io::load_checkpoint<T>(                              \
+      const gradscope::io::SafetensorsFile&, gradscope::nn::Module<T>&,                          \
+      std::type_identity_t<gradscope::optim::Optimizer<T>>*, const gradscope::io::LoadOptions&); \
+  PREFIX gradscope::io::Metadata gradscope::io::load_checkpoint<T>(                              \
+      const std::filesystem::path&, gradscope::nn::Module<T>&,                                   \
+      std::type_identity_t<gradscope::optim::Optimizer<T>>*, const gradscope::io::LoadOptions&); \
+  PREFIX void gradscope::io::load_safetensors<T>(const gradscope::io::SafetensorsFile&,          \
+                                                 const std::vector<gradscope::NamedTensor<T>>&,  \
+                                                 const gradscope::io::LoadOptions&);             \
+  PREFIX void gradscope::io::load_safetensors<T>(const std::filesystem::path&,                   \
+                                                 const std::vector<gradscope::NamedTensor<T>>&,  \
+                                                 const gradscope::io::LoadOptions&);             \
+  PREFIX std::vector<std::byte> gradscope::io::encode_safetensors<T>(                            \
+      const std::vector<gradscope::NamedTensor<T>>&, const gradscope::io::Metadata&);            \
+  PREFIX void gradscope::io::save_safetensors<T>(                                                \
+      const std::filesystem::path&, const std::vector<gradscope::NamedTensor<T>>&,               \
+      const gradscope::io::Metadata&, const gradscope::io::SaveOptions&);
+
+#define GRADSCOPE_DATA_INSTANCES(PREFIX, T)                                                 \
+  PREFIX struct gradscope::data::Dataset<T>;                                                \
+  PREFIX class gradscope::data::DataLoader<T>;                                              \
+  PREFIX gradscope::data::Dataset<T> gradscope::data::load_idx_dataset<T>(                  \
+      const std::string&, const std::string&, int);                                         \
+  PREFIX gradscope::data::Dataset<T> gradscope::data::synthetic_digits<T>(gradscope::Index, \
+                                                                          std::uint64_t);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../detail/compiled.hpp"
 #include "history.hpp"
 #include "verdict.hpp"
 
@@ -176,8 +177,12 @@ inline std::vector<double> gains(const std::vector<LayerInfo>& layers, const Ste
 }  // namespace detail
 
 /// The console table (latest recorded step), then the diagnosis.
-inline std::string format_report(const std::vector<LayerInfo>& layers, const History& h,
-                                 const Diagnosis& d) {
+GRADSCOPE_COMPILED_API std::string format_report(const std::vector<LayerInfo>& layers,
+                                                 const History& h, const Diagnosis& d)
+#if GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY
+    ;
+#else
+{
   std::ostringstream os;
   if (h.empty()) {
     os << "no gradients recorded yet\n" << d.str();
@@ -228,12 +233,18 @@ inline std::string format_report(const std::vector<LayerInfo>& layers, const His
   os << d.str();
   return os.str();
 }
+#endif
 
 /// CSV with header step,layer,kind,metric,value: one row per recorded step, layer and measured
 /// metric, plus rows with an empty layer for the loss and the total norm. Values round-trip
 /// exactly (%.17g); a measured NaN or Inf is written as nan, inf or -inf (strtod, Python's float
 /// and pandas read them), an unmeasured one has no row.
-inline void write_csv(std::ostream& os, const std::vector<LayerInfo>& layers, const History& h) {
+GRADSCOPE_COMPILED_API void write_csv(std::ostream& os, const std::vector<LayerInfo>& layers,
+                                      const History& h)
+#if GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY
+    ;
+#else
+{
   os << "step,layer,kind,metric,value\n";
   for (const auto& r : h.records()) {
     if (measured(r.loss)) os << r.step << ",,,loss," << detail::exact(r.loss) << '\n';
@@ -248,11 +259,17 @@ inline void write_csv(std::ostream& os, const std::vector<LayerInfo>& layers, co
       }
   }
 }
+#endif
 
 /// JSON Lines: one object per recorded step, {"step", "loss", "total_norm", "layers": [...]},
 /// unmeasured or non-finite numbers as null (JSON has no NaN; each layer's nan_count and
 /// inf_count say which nulls are non-finite measurements).
-inline void write_jsonl(std::ostream& os, const std::vector<LayerInfo>& layers, const History& h) {
+GRADSCOPE_COMPILED_API void write_jsonl(std::ostream& os, const std::vector<LayerInfo>& layers,
+                                        const History& h)
+#if GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY
+    ;
+#else
+{
   for (const auto& r : h.records()) {
     os << "{\"step\":" << r.step << ",\"loss\":" << detail::json_number(r.loss)
        << ",\"total_norm\":" << detail::json_number(r.total_norm) << ",\"layers\":[";
@@ -270,6 +287,7 @@ inline void write_jsonl(std::ostream& os, const std::vector<LayerInfo>& layers, 
     os << "]}\n";
   }
 }
+#endif
 
 /// Settings of the SVG chart.
 struct SvgOptions {
@@ -280,8 +298,13 @@ struct SvgOptions {
 
 /// A self-contained SVG: log-scale flow norm of each dense layer over the recorded steps, and a
 /// bar per layer at one step. Bars and points carry data-layer / data-value attributes.
-inline void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers, const History& h,
-                      const Diagnosis& d, const SvgOptions& opt = {}) {
+GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers,
+                                      const History& h, const Diagnosis& d,
+                                      const SvgOptions& opt = {})
+#if GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY
+    ;
+#else
+{
   const auto flow = detail::flow_layers(layers);
   const int W = opt.width, H = 640, left = 80, right = 170, top = 50, mid = 330, bottom = 600;
   const int pw = W - left - right;
@@ -378,5 +401,6 @@ inline void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers, co
   }
   os << "</g>\n</svg>\n";
 }
+#endif
 
 }  // namespace gradscope::diagnostics

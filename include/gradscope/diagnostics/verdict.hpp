@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../detail/compiled.hpp"
 #include "history.hpp"
 
 namespace gradscope::diagnostics {
@@ -106,9 +107,13 @@ inline std::string num(double v) {
 }  // namespace detail
 
 /// Diagnoses the last `t.window` records of a history.
-inline Diagnosis diagnose(const std::vector<LayerInfo>& layers, const History& history,
-                          const Thresholds& t = {},
-                          const std::optional<NanOrigin>& nan_origin = std::nullopt) {
+GRADSCOPE_COMPILED_API Diagnosis diagnose(const std::vector<LayerInfo>& layers,
+                                          const History& history, const Thresholds& t = {},
+                                          const std::optional<NanOrigin>& nan_origin = std::nullopt)
+#if GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY
+    ;
+#else
+{
   Diagnosis d;
   const auto& recs = history.records();
   if (nan_origin) {
@@ -323,5 +328,6 @@ inline Diagnosis diagnose(const std::vector<LayerInfo>& layers, const History& h
                    [](const Finding& a, const Finding& b) { return a.verdict < b.verdict; });
   return d;
 }
+#endif
 
 }  // namespace gradscope::diagnostics

@@ -40,7 +40,11 @@
 #include <utility>
 #include <vector>
 
+// Only the bodies compiled here need nlohmann/json (see ../detail/compiled.hpp).
+#include "../detail/compiled.hpp"
+#if !GRADSCOPE_IO_DECLARE_ONLY
 #include <nlohmann/json.hpp>
+#endif
 
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
@@ -112,8 +116,9 @@ struct SaveOptions {
 };
 
 class SafetensorsFile;
-SafetensorsFile parse_safetensors(std::vector<std::byte> bytes, std::string source,
-                                  const ReadOptions& options);
+GRADSCOPE_COMPILED_API SafetensorsFile parse_safetensors(std::vector<std::byte> bytes,
+                                                         std::string source,
+                                                         const ReadOptions& options);
 
 namespace detail {
 
@@ -143,8 +148,12 @@ inline std::string hex16(std::uint64_t v) {
 }
 
 /// Feeds the canonical header text (see the top of this file) into `h`.
-inline void hash_header(Fnv1a64& h, const std::vector<TensorEntry>& tensors,
-                        const Metadata& metadata) {
+GRADSCOPE_COMPILED_API void hash_header(Fnv1a64& h, const std::vector<TensorEntry>& tensors,
+                                        const Metadata& metadata)
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   std::vector<const TensorEntry*> sorted;
   sorted.reserve(tensors.size());
   for (const auto& t : tensors) sorted.push_back(&t);
@@ -184,13 +193,17 @@ inline void hash_header(Fnv1a64& h, const std::vector<TensorEntry>& tensors,
     h.update(line);
   }
 }
+#endif
 
 /// A name or value for an error message: quoted, and cut when long (it may come from a
 /// corrupted file).
 inline std::string quote_name(std::string_view s) {
   constexpr std::size_t limit = 80;
-  if (s.size() <= limit) return "'" + std::string(s) + "'";
-  return "'" + std::string(s.substr(0, limit)) + "...' (" + std::to_string(s.size()) + " bytes)";
+  // Appended piece by piece: "'" + std::string(s) trips GCC 12's -Wrestrict false positive.
+  std::string out(1, '\'');
+  out.append(s.substr(0, limit));
+  if (s.size() <= limit) return out += '\'';
+  return out.append("...' (").append(std::to_string(s.size())).append(" bytes)");
 }
 
 /// A file path for an error message, quoted and never cut.
@@ -209,13 +222,18 @@ inline std::string name_list(const std::vector<std::string>& names) {
 inline std::string errno_text(int err) { return std::strerror(err); }
 
 /// Throws ValueError when `s` is not valid UTF-8 (JSON strings must be).
-inline void require_utf8(const std::string& s, const char* what) {
+GRADSCOPE_COMPILED_API void require_utf8(const std::string& s, const char* what)
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   try {
     (void)nlohmann::json(s).dump();
   } catch (const nlohmann::json::exception&) {
     throw ValueError(cat("safetensors: ", what, " ", quote_name(s), " is not valid UTF-8"));
   }
 }
+#endif
 
 inline std::uint64_t load_u64_le(const std::byte* p) noexcept {
   std::uint64_t v = 0;
@@ -249,8 +267,12 @@ struct Plan {
 
 /// Builds the header of `tensors` (with their data chunks) and `metadata` (which may hold
 /// reserved keys; the checksum is computed and added here).
-inline Plan make_plan(const std::vector<TensorEntry>& tensors, std::vector<Chunk> chunks,
-                      Metadata metadata) {
+GRADSCOPE_COMPILED_API Plan make_plan(const std::vector<TensorEntry>& tensors,
+                                      std::vector<Chunk> chunks, Metadata metadata)
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   std::map<std::string, bool> seen;
   for (const auto& t : tensors) {
     if (t.name.empty()) throw ValueError("safetensors: a tensor name is empty");
@@ -286,6 +308,7 @@ inline Plan make_plan(const std::vector<TensorEntry>& tensors, std::vector<Chunk
   plan.chunks = std::move(chunks);
   return plan;
 }
+#endif
 
 /// The plan of tensors of one scalar type, in the given order.
 template <Scalar T>
@@ -323,7 +346,11 @@ Plan plan_tensors(const std::vector<NamedTensor<T>>& tensors, Metadata metadata)
 }
 
 /// The whole file as bytes.
-inline std::vector<std::byte> encode(const Plan& plan) {
+GRADSCOPE_COMPILED_API std::vector<std::byte> encode(const Plan& plan)
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   std::size_t total = 8 + plan.header.size();
   for (const auto& c : plan.chunks) total += c.size;
   std::vector<std::byte> out(total);
@@ -337,6 +364,7 @@ inline std::vector<std::byte> encode(const Plan& plan) {
   }
   return out;
 }
+#endif
 
 /// Closes a descriptor on scope exit unless released.
 class Fd {
@@ -358,7 +386,12 @@ class Fd {
   int fd_;
 };
 
-inline void write_all(int fd, const void* data, std::size_t n, const std::string& what) {
+GRADSCOPE_COMPILED_API void write_all(int fd, const void* data, std::size_t n,
+                                      const std::string& what)
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   const auto* p = static_cast<const char*>(data);
   while (n > 0) {
     const ssize_t w = ::write(fd, p, std::min<std::size_t>(n, std::size_t(1) << 30));
@@ -370,12 +403,17 @@ inline void write_all(int fd, const void* data, std::size_t n, const std::string
     n -= static_cast<std::size_t>(w);
   }
 }
+#endif
 
 /// Writes `plan` to a temporary file beside `target`, flushes and fsyncs it, renames it over
 /// `target` and fsyncs the directory. On failure the temporary file is removed (when the
 /// process survives) and `target` is unchanged.
-inline void write_atomically(const std::filesystem::path& target, const Plan& plan,
-                             const SaveOptions& options) {
+GRADSCOPE_COMPILED_API void write_atomically(const std::filesystem::path& target, const Plan& plan,
+                                             const SaveOptions& options)
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   namespace fs = std::filesystem;
   if (target.filename().empty())
     throw UsageError(cat("save: ", quote_path(target), " names no file"));
@@ -424,7 +462,9 @@ inline void write_atomically(const std::filesystem::path& target, const Plan& pl
                           " (the new file may not survive a power cut)"));
   }
 }
+#endif
 
+#if !GRADSCOPE_IO_DECLARE_ONLY
 /// Validates `key` holds an array of unsigned integers and returns them.
 inline std::vector<std::uint64_t> unsigned_array(const nlohmann::json& entry, const char* key,
                                                  const std::string& where) {
@@ -442,6 +482,7 @@ inline std::vector<std::uint64_t> unsigned_array(const nlohmann::json& entry, co
   }
   return out;
 }
+#endif
 
 }  // namespace detail
 
@@ -521,9 +562,13 @@ class SafetensorsFile {
 /// or data_offsets that are not non-negative integers, offsets outside the data buffer or
 /// inconsistent with dtype and shape, overlapping tensors, holes or trailing bytes, non-string
 /// metadata, and a checksum that does not match.
-inline SafetensorsFile parse_safetensors(std::vector<std::byte> bytes,
-                                         std::string source = "in-memory file",
-                                         const ReadOptions& options = {}) {
+GRADSCOPE_COMPILED_API SafetensorsFile parse_safetensors(std::vector<std::byte> bytes,
+                                                         std::string source = "in-memory file",
+                                                         const ReadOptions& options = {})
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   using detail::cat;
   using detail::quote_name;
   SafetensorsFile f;
@@ -676,19 +721,29 @@ inline SafetensorsFile parse_safetensors(std::vector<std::byte> bytes,
   f.bytes_ = std::move(bytes);
   return f;
 }
+#endif
 
 /// A copy of `bytes` parsed as by parse_safetensors(std::vector<std::byte>, ...).
-inline SafetensorsFile parse_safetensors(std::span<const std::byte> bytes,
-                                         std::string source = "in-memory file",
-                                         const ReadOptions& options = {}) {
+GRADSCOPE_COMPILED_API SafetensorsFile parse_safetensors(std::span<const std::byte> bytes,
+                                                         std::string source = "in-memory file",
+                                                         const ReadOptions& options = {})
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   return parse_safetensors(std::vector<std::byte>(bytes.begin(), bytes.end()), std::move(source),
                            options);
 }
+#endif
 
 /// Reads and validates a safetensors file (see parse_safetensors for what is checked). DataError
 /// when it cannot be opened or read.
-inline SafetensorsFile read_safetensors(const std::filesystem::path& path,
-                                        const ReadOptions& options = {}) {
+GRADSCOPE_COMPILED_API SafetensorsFile read_safetensors(const std::filesystem::path& path,
+                                                        const ReadOptions& options = {})
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
   using detail::cat;
   const std::string name = cat("file '", path.string(), "'");
   detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -712,6 +767,7 @@ inline SafetensorsFile read_safetensors(const std::filesystem::path& path,
   }
   return parse_safetensors(std::move(bytes), name, options);
 }
+#endif
 
 /// The safetensors bytes of `tensors` (in that data order) with `metadata`, as save_safetensors
 /// would write them.

@@ -1,0 +1,42 @@
+#pragma once
+// Compiled mode for gradscope's heavy non-template functions (the report writers, the diagnosis,
+// safetensors, IDX files).
+//
+// Header-only (the default), these functions are `inline` and compiled in every translation unit
+// that uses them. With GRADSCOPE_EXTERN_TEMPLATES they have external linkage and their bodies are
+// compiled only where GRADSCOPE_INSTANTIATE_<COMPONENT> is defined: in the one source file of the
+// program that includes <gradscope/instantiate.hpp> (which defines it for the diagnostics, and for
+// io and data when the file defines GRADSCOPE_INSTANTIATE_IO / GRADSCOPE_INSTANTIATE_DATA first).
+// Each such function is written once:
+//
+//     GRADSCOPE_COMPILED_API Result name(parameters = defaults)
+//     #if GRADSCOPE_IO_DECLARE_ONLY
+//         ;
+//     #else
+//     { body }
+//     #endif
+#define GRADSCOPE_DETAIL_COMPILED_INCLUDED
+
+#if defined(GRADSCOPE_EXTERN_TEMPLATES)
+#define GRADSCOPE_COMPILED_API
+#else
+#define GRADSCOPE_COMPILED_API inline
+#endif
+
+#if defined(GRADSCOPE_EXTERN_TEMPLATES) && !defined(GRADSCOPE_INSTANTIATE_DIAGNOSTICS)
+#define GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY 1
+#else
+#define GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY 0
+#endif
+
+#if defined(GRADSCOPE_EXTERN_TEMPLATES) && !defined(GRADSCOPE_INSTANTIATE_IO)
+#define GRADSCOPE_IO_DECLARE_ONLY 1
+#else
+#define GRADSCOPE_IO_DECLARE_ONLY 0
+#endif
+
+#if defined(GRADSCOPE_EXTERN_TEMPLATES) && !defined(GRADSCOPE_INSTANTIATE_DATA)
+#define GRADSCOPE_DATA_DECLARE_ONLY 1
+#else
+#define GRADSCOPE_DATA_DECLARE_ONLY 0
+#endif
