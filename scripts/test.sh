@@ -88,6 +88,7 @@ cmake -S tests/consumer/find_package -B build/consumer-find-package \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix"
 cmake --build build/consumer-find-package -j "$jobs"
 check_prints_version build/consumer-find-package/consumer
+check_prints_version build/consumer-find-package/consumer_compiled
 
 banner "packaging: add_subdirectory consumer"
 cmake -S tests/consumer/add_subdirectory -B build/consumer-add-subdirectory \
