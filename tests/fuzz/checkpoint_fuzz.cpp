@@ -27,26 +27,14 @@ namespace nn = gradscope::nn;
 
 namespace {
 
-/// Dense(4 -> 3), BatchNorm(3), ReLU, Dense(3 -> 2), float. Written as its own module rather
-/// than an nn::Sequential because clang 14 crashes instantiating Sequential (its add() takes a
-/// template template parameter constrained by Scalar).
-struct FuzzNet : nn::Module<float> {
+/// Dense(4 -> 3), BatchNorm(3), ReLU, Dense(3 -> 2), float. (A Sequential built with add<Layer>:
+/// this build is clang's, and clang 14 once crashed instantiating Sequential.)
+struct FuzzNet : nn::Sequential<float> {
   explicit FuzzNet(gs::Rng& rng) {
-    add(std::make_shared<nn::Dense<float>>(4, 3, gs::init::normal(0.5), true, &rng));
-    add(std::make_shared<nn::BatchNorm<float>>(3));
-    add(std::make_shared<nn::ReLU<float>>());
-    add(std::make_shared<nn::Dense<float>>(3, 2, gs::init::normal(0.5), true, &rng));
-  }
-  gs::Tensor<float> forward(const gs::Tensor<float>& x) override {
-    gs::Tensor<float> h = x;
-    for (const auto& c : children()) h = (*c.second)(h);
-    return h;
-  }
-  std::string kind() const override { return "FuzzNet"; }
-
- private:
-  void add(std::shared_ptr<nn::Module<float>> m) {
-    register_module(std::to_string(children().size()), std::move(m));
+    add<nn::Dense>(4, 3, gs::init::normal(0.5), true, &rng);
+    add<nn::BatchNorm>(3);
+    add<nn::ReLU>();
+    add<nn::Dense>(3, 2, gs::init::normal(0.5), true, &rng);
   }
 };
 

@@ -86,6 +86,10 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
         if (wants(1)) acc(1, -G.array());
         return;
       case Op::mul:
+        if (n.in[0] == n.in[1]) {  // x * x: one pass instead of two
+          if (wants(0)) acc(0, T(2) * G.array() * X(0).array());
+          return;
+        }
         if (wants(0)) acc(0, G.array() * X(1).array());
         if (wants(1)) acc(1, G.array() * X(0).array());
         return;

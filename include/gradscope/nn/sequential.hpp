@@ -17,8 +17,10 @@ class Sequential : public Module<T> {
   Sequential() = default;
 
   /// Constructs a layer in place: net.add<Dense>(784, 256, init::he_normal). Returns it.
+  // The return type is deduced: spelling it Layer<T>& in the declaration crashes clang 14 while
+  // it instantiates Sequential<T> (constraint checking of the template template parameter).
   template <template <Scalar> class Layer, class... Args>
-  Layer<T>& add(Args&&... args) {
+  auto& add(Args&&... args) {
     auto m = std::make_shared<Layer<T>>(std::forward<Args>(args)...);
     add(m);
     return *m;
