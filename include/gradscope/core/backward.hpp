@@ -69,37 +69,6 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     return true;
   };
 
-  // Binary ops whose inputs both have the output's shape (no broadcasting): the common case,
-  // with the rules written without the broadcast machinery. The general rules below agree.
-  const auto same_shape = [&](int k) {
-    const auto& in = tape.node(n.in[k]);
-    return in.rows == R && in.cols == C;
-  };
-  if (n.op <= Op::div && n.op >= Op::add && same_shape(0) && same_shape(1)) {
-    switch (n.op) {
-      case Op::add:
-        if (wants(0) && !pass_through(0)) acc(0, G.array());
-        if (wants(1) && !pass_through(1)) acc(1, G.array());
-        return;
-      case Op::sub:
-        if (wants(0) && !pass_through(0)) acc(0, G.array());
-        if (wants(1)) acc(1, -G.array());
-        return;
-      case Op::mul:
-        if (n.in[0] == n.in[1]) {  // x * x: one pass instead of two
-          if (wants(0)) acc(0, T(2) * G.array() * X(0).array());
-          return;
-        }
-        if (wants(0)) acc(0, G.array() * X(1).array());
-        if (wants(1)) acc(1, G.array() * X(0).array());
-        return;
-      default:  // div
-        if (wants(0)) acc(0, G.array() / X(1).array());
-        if (wants(1)) acc(1, -G.array() * Y.array() / X(1).array());
-        return;
-    }
-  }
-
   switch (n.op) {
     case Op::add:  // d(a + b) = da + db
       if (wants(0) && !pass_through(0)) give(0, G.array());
@@ -109,7 +78,11 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       if (wants(0)) give(0, G.array());
       if (wants(1)) give(1, -G.array());
       break;
-    case Op::mul:  // d(a b) = b da + a db
+    case Op::mul:                // d(a b) = b da + a db
+      if (n.in[0] == n.in[1]) {  // x * x (same shape): 2 x dx, one pass instead of two
+        if (wants(0)) acc(0, T(2) * G.array() * X(0).array());
+        break;
+      }
       if (wants(0)) with_expanded(X(1), R, C, [&](const auto& b) { give(0, G.array() * b); });
       if (wants(1)) with_expanded(X(0), R, C, [&](const auto& a) { give(1, G.array() * a); });
       break;

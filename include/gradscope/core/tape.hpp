@@ -132,9 +132,10 @@ class Tape {
   const detail::Node<T>& node(std::uint32_t i) const noexcept { return nodes_[i]; }
   detail::Arena& arena() noexcept { return arena_; }
 
-  /// Appends a default node, to be filled in place, and returns its index. (A node assembled
-  /// field by field on the stack and then copied in stalls on store forwarding: that copy was
-  /// 40% of the cost of recording an op.)
+  /// Appends a node built in place from these fields (the rest zero) and returns its index. (A
+  /// node assembled on the stack and then copied in stalls on store forwarding, and a
+  /// value-initialised one filled afterwards is zeroed with `rep stosq`: each cost a third or
+  /// more of recording an op.)
   std::uint32_t append(detail::Op op, Index rows, Index cols, std::uint8_t rank, bool requires_grad,
                        T* value, const char* label = nullptr, std::uint32_t in0 = detail::no_input,
                        std::uint32_t in1 = detail::no_input, std::uint32_t in2 = detail::no_input) {

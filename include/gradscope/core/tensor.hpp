@@ -259,8 +259,8 @@ class Tensor {
       throw UsageError(detail::cat(what, " needs a persistent tensor (a parameter or data); this ",
                                    "one is a tape node"));
   }
-  [[gnu::always_inline]] inline detail::Node<T>& node()
-      const;  // checks that the tape was not reset
+  // The node of a tape tensor; checks that its tape was not reset. Inlined: every op calls it.
+  [[gnu::always_inline]] inline detail::Node<T>& node() const;
 
   Tape<T>* tape_ = nullptr;
   std::uint32_t index_ = 0;
