@@ -81,9 +81,8 @@
 #define GRADSCOPE_DIAGNOSTICS_INSTANCES(PREFIX, T) \
   PREFIX class gradscope::diagnostics::GradientMonitor<T>;
 
-// io and data (their headers need nlohmann/json and zlib): expanded at the end of io/io.hpp and
-// data/data.hpp, and instantiated where GRADSCOPE_INSTANTIATE_IO / GRADSCOPE_INSTANTIATE_DATA is
-// defined (see instantiate.hpp).
+// io and data (their headers need nlohmann/json and zlib): instantiate.hpp expands these only
+// when GRADSCOPE_INSTANTIATE_IO / GRADSCOPE_INSTANTIATE_DATA is defined.
 #define GRADSCOPE_IO_INSTANCES(PREFIX, T)                                                        \
   PREFIX void gradscope::io::save_checkpoint<T>(                                                 \
       const std::filesystem::path&, const gradscope::nn::Module<T>&,                             \

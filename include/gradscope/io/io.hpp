@@ -5,15 +5,10 @@
 #include "checkpoint.hpp"
 #include "safetensors.hpp"
 
-// Builds with GRADSCOPE_EXTERN_TEMPLATES instantiate these once, where
-// GRADSCOPE_INSTANTIATE_IO is defined (see <gradscope/instantiate.hpp>).
+// Builds that compile <gradscope/instantiate.hpp> (with GRADSCOPE_INSTANTIATE_IO) once skip
+// these instantiations everywhere else.
 #if defined(GRADSCOPE_EXTERN_TEMPLATES)
 #include "../detail/instances.hpp"
-#if defined(GRADSCOPE_INSTANTIATE_IO)
-GRADSCOPE_IO_INSTANCES(template, float)
-GRADSCOPE_IO_INSTANCES(template, double)
-#else
 GRADSCOPE_IO_INSTANCES(extern template, float)
 GRADSCOPE_IO_INSTANCES(extern template, double)
-#endif
 #endif
