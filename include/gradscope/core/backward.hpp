@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "detail/broadcast.hpp"
+#include "detail/eval.hpp"
 #include "detail/node.hpp"
 #include "tape.hpp"
 
@@ -26,18 +27,18 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
   };
   // The gradient of input k to write into, and whether this is its first contribution (then it
   // is uninitialised and the rule assigns instead of adding: no zero-fill, no read of zeros).
-  const auto target = [&](int k) {
+  const auto target = [&](int k) GRADSCOPE_ALWAYS_INLINE {
     const auto& in = tape.node(n.in[k]);
     const auto [p, fresh] = tape.grad_target(n.in[k]);
     return std::pair<MatrixMap<T>, bool>(MatrixMap<T>(p, in.rows, in.cols), fresh);
   };
   // Input k's gradient += e, an array expression of input k's shape.
-  const auto acc = [&](int k, const auto& e) {
+  const auto acc = [&](int k, const auto& e) GRADSCOPE_ALWAYS_INLINE {
     auto [gx, fresh] = target(k);
     if (fresh)
-      gx.array() = e;
+      assign(gx.array(), e);
     else
-      gx.array() += e;
+      add_assign(gx.array(), e);
   };
   // Input k's gradient += e, a matrix product or a transpose (never aliasing the gradient).
   const auto acc_matrix = [&](int k, const auto& e) {
@@ -48,7 +49,7 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       gx.noalias() += e;
   };
   // Input k's gradient += `full` (an array of the output's shape), reducing broadcast axes.
-  const auto give = [&](int k, const auto& full) {
+  const auto give = [&](int k, const auto& full) GRADSCOPE_ALWAYS_INLINE {
     const auto& in = tape.node(n.in[k]);
     const auto [p, fresh] = tape.grad_target(n.in[k]);
     accumulate_reduced<T>(p, in.rows, in.cols, full, fresh);

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "detail/broadcast.hpp"
+#include "detail/eval.hpp"
 #include "detail/record.hpp"
 #include "tensor.hpp"
 
@@ -23,7 +24,7 @@ Tensor<T> binary(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
   const Shape sa = a.shape(), sb = b.shape();
   if (sa.rows == sb.rows && sa.cols == sb.cols) {  // no broadcasting: the common case, kept lean
     Recorder<T> r(op, {&a, &b}, Shape{sa.rows, sa.cols, std::max(sa.rank, sb.rank)});
-    r.out().array() = f(r.in(0).array(), r.in(1).array());
+    assign(r.out().array(), f(r.in(0).array(), r.in(1).array()));
     return r.finish();
   }
   const Shape s = broadcast_shape(op_name(op), sa, sb);
@@ -38,7 +39,7 @@ template <Scalar T, class F>
 Tensor<T> unary(Op op, const Tensor<T>& x, F f, T alpha = 0, T beta = 0) {
   Recorder<T> r(op, {&x}, x.shape());
   r.set_args(alpha, beta);
-  r.out().array() = f(r.in(0).array());
+  assign(r.out().array(), f(r.in(0).array()));
   return r.finish();
 }
 

@@ -8,6 +8,14 @@
 
 #include <Eigen/Core>
 
+/// Forces inlining of small lambdas on hot paths (the backward rules' helpers), where a call would
+/// cost more than the arithmetic on a small tensor.
+#if defined(__GNUC__) || defined(__clang__)
+#define GRADSCOPE_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define GRADSCOPE_ALWAYS_INLINE
+#endif
+
 namespace gradscope {
 
 /// The scalar types a Tensor may hold.

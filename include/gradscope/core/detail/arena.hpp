@@ -21,24 +21,20 @@ class Arena {
     for (auto& b : blocks_) ::operator delete[](b.data, std::align_val_t{alignment});
   }
 
-  /// Raw, 64-byte aligned, uninitialised storage for `bytes` bytes.
+  /// Raw, 64-byte aligned, uninitialised storage for `bytes` bytes. The common case (room in the
+  /// current block) is a few instructions, small enough to inline; moving on to the next block, or
+  /// reserving a new one, is out of line.
   void* allocate(std::size_t bytes) {
     bytes = (bytes + alignment - 1) & ~(alignment - 1);
-    while (current_ < blocks_.size()) {
+    if (current_ < blocks_.size()) {
       Block& b = blocks_[current_];
       if (b.used + bytes <= b.size) {
         void* p = b.data + b.used;
         b.used += bytes;
         return p;
       }
-      ++current_;
     }
-    const std::size_t last = blocks_.empty() ? first_block_ : blocks_.back().size * 2;
-    const std::size_t size = std::max(last, bytes);
-    auto* data = static_cast<std::byte*>(::operator new[](size, std::align_val_t{alignment}));
-    blocks_.push_back(Block{data, size, bytes});
-    current_ = blocks_.size() - 1;
-    return data;
+    return allocate_slow(bytes);
   }
 
   /// Typed storage for n values, uninitialised.
@@ -76,6 +72,24 @@ class Arena {
   }
 
  private:
+  [[gnu::noinline]] void* allocate_slow(std::size_t bytes) {
+    while (current_ < blocks_.size()) {
+      Block& b = blocks_[current_];
+      if (b.used + bytes <= b.size) {
+        void* p = b.data + b.used;
+        b.used += bytes;
+        return p;
+      }
+      ++current_;
+    }
+    const std::size_t last = blocks_.empty() ? first_block_ : blocks_.back().size * 2;
+    const std::size_t size = std::max(last, bytes);
+    auto* data = static_cast<std::byte*>(::operator new[](size, std::align_val_t{alignment}));
+    blocks_.push_back(Block{data, size, bytes});
+    current_ = blocks_.size() - 1;
+    return data;
+  }
+
   struct Block {
     std::byte* data;
     std::size_t size;

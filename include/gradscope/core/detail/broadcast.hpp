@@ -6,6 +6,7 @@
 
 #include "../error.hpp"
 #include "../types.hpp"
+#include "eval.hpp"
 
 namespace gradscope::detail {
 
@@ -39,18 +40,18 @@ decltype(auto) with_expanded(const M& x, Index rows, Index cols, F&& f) {
 }
 
 /// grad += full, summing full over the dimensions along which grad's operand was broadcast;
-/// with `assign`, grad is uninitialised and receives the (reduced) full instead.
+/// with `overwrite`, grad is uninitialised and receives the (reduced) full instead.
 template <class T, class E>
-void accumulate_reduced(T* grad, Index rows, Index cols, const E& full, bool assign) {
+void accumulate_reduced(T* grad, Index rows, Index cols, const E& full, bool overwrite) {
   MatrixMap<T> g(grad, rows, cols);
   if (rows == full.rows() && cols == full.cols()) {
-    if (assign)
-      g.array() = full;
+    if (overwrite)
+      assign(g.array(), full);
     else
-      g.array() += full;
+      add_assign(g.array(), full);
     return;
   }
-  if (assign) g.setZero();  // broadcast operands are small: no second variant of each reduction
+  if (overwrite) g.setZero();  // broadcast operands are small: no second variant of each reduction
   if (rows == 1 && cols == 1)
     g(0, 0) += full.sum();
   else if (rows == 1)

@@ -21,7 +21,10 @@ namespace gradscope::detail {
 template <Scalar T>
 class Recorder {
  public:
-  Recorder(Op op, std::initializer_list<const Tensor<T>*> inputs, Shape out) : op_(op) {
+  // `out` by reference, input indices in scalars: a Shape passed by value, or an index array
+  // read back as wider words, was copied through the stack with loads spanning several stores,
+  // and those store-forwarding stalls were a third of the cost of recording a 1x1 op.
+  Recorder(Op op, std::initializer_list<const Tensor<T>*> inputs, const Shape& out) : op_(op) {
     bool any_grad = false;
     for (const Tensor<T>* t : inputs) {
       if (!t || !t->defined()) continue;
@@ -36,29 +39,24 @@ class Recorder {
     }
     const bool grad = any_grad && grad_enabled();
     if (!tape_ && grad) tape_ = current_tape<T>();
-    int k = 0;
+    const std::size_t count = inputs.size();
+    const Tensor<T>* const* input = inputs.begin();
     if (tape_) {
       // Input leaves first (leaf_for may append nodes), then this op's node, filled in place.
-      std::uint32_t in_index[3] = {no_input, no_input, no_input};
-      for (const Tensor<T>* t : inputs) {
-        if (t && t->defined()) in_index[k] = t->tape_ ? t->index_ : tape_->leaf_for(t->storage_);
-        ++k;
-      }
+      const std::uint32_t i0 = count > 0 ? index_of(input[0]) : no_input;
+      const std::uint32_t i1 = count > 1 ? index_of(input[1]) : no_input;
+      const std::uint32_t i2 = count > 2 ? index_of(input[2]) : no_input;
       T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(out.size()));
       index_ = tape_->append(op, out.rows, out.cols, static_cast<std::uint8_t>(out.rank), grad,
-                             value, current_label(), in_index[0], in_index[1], in_index[2]);
+                             value, current_label(), i0, i1, i2);
       recording_ = grad;
-      for (int j = 0; j < 3; ++j) {
-        if (in_index[j] == no_input) continue;
-        const auto& in = tape_->node(in_index[j]);
-        new (&inputs_[j]) ConstMatrixMap<T>(in.value, in.rows, in.cols);
-      }
+      map_input(0, i0);
+      map_input(1, i1);
+      map_input(2, i2);
       new (&out_) MatrixMap<T>(value, out.rows, out.cols);
     } else {
-      for (const Tensor<T>* t : inputs) {
-        if (t && t->defined()) new (&inputs_[k]) ConstMatrixMap<T>(t->value());
-        ++k;
-      }
+      for (std::size_t k = 0; k < count; ++k)
+        if (input[k] && input[k]->defined()) new (&inputs_[k]) ConstMatrixMap<T>(input[k]->value());
       storage_ = std::make_shared<Storage<T>>();
       storage_->value.resize(out.rows, out.cols);
       storage_->rank = out.rank;
@@ -109,6 +107,20 @@ class Recorder {
   }
 
  private:
+  std::uint32_t index_of(const Tensor<T>* t) {
+    if (!t || !t->defined()) return no_input;
+    return t->tape_ ? t->index_ : leaf_index(t);
+  }
+  // Out of line: keeps the common case (an input already on the tape) small enough to inline.
+  [[gnu::noinline]] std::uint32_t leaf_index(const Tensor<T>* t) {
+    return tape_->leaf_for(t->storage_);
+  }
+  void map_input(int k, std::uint32_t i) {
+    if (i == no_input) return;
+    const auto& in = tape_->node(i);
+    new (&inputs_[k]) ConstMatrixMap<T>(in.value, in.rows, in.cols);
+  }
+
   // Kept out of line: the message building would otherwise give every op a large stack frame.
   [[noreturn, gnu::cold, gnu::noinline]] void throw_non_finite() const {
     std::ostringstream os;

@@ -1,0 +1,29 @@
+#pragma once
+// Assignment of elementwise array expressions, with a scalar path for one-element tensors.
+
+#include "../types.hpp"
+
+namespace gradscope::detail {
+
+/// dst = e for an array expression e of dst's shape (dst: an Eigen array view, e.g. map.array()).
+/// A single element is computed directly: Eigen's vectorised assignment would spend most of its
+/// time on alignment and loop set-up, and a coefficient loop gets alias-check versions from the
+/// auto-vectoriser. That keeps ops on 1x1 tensors (scalar autodiff) cheap.
+template <class Dst, class E>
+inline void assign(Dst&& dst, const E& e) {
+  if (dst.rows() == 1 && dst.cols() == 1)
+    dst.coeffRef(0, 0) = e.coeff(0, 0);
+  else
+    dst = e;
+}
+
+/// dst += e, as assign.
+template <class Dst, class E>
+inline void add_assign(Dst&& dst, const E& e) {
+  if (dst.rows() == 1 && dst.cols() == 1)
+    dst.coeffRef(0, 0) += e.coeff(0, 0);
+  else
+    dst += e;
+}
+
+}  // namespace gradscope::detail
