@@ -293,7 +293,15 @@ if ((peers)); then
   core=$(awk -F'\t' '$1 ~ /^torch_/ && $2 == "context" && $4 == "openblas_core" { print $5; exit }' "$results/rows.tsv")
   torch_version=$(awk -F'\t' '$1 ~ /^torch_/ && $2 == "context" && $4 == "torch_version" { print $5; exit }' "$results/rows.tsv")
   report=$results/peers.md
+  # Debian's libtorch takes its BLAS from the libblas.so.3 alternative: without libopenblas0 that
+  # is the reference BLAS, and PyTorch's GEMM-bound steps run 20-30x slower than with OpenBLAS.
+  blas_warning=""
+  if [[ -n $torch_version && $core == "-" ]]; then
+    blas_warning="WARNING: PyTorch ran without OpenBLAS (libblas.so.3 is the reference BLAS; install libopenblas-dev): its figures below are not representative."
+    echo "bench.sh: $blas_warning" >&2
+  fi
   {
+    if [[ -n $blas_warning ]]; then printf '%s\n\n' "$blas_warning"; fi
     comparison_header "Threads: $peer_threads for every side; PyTorch ${torch_version:-(not run)} on OpenBLAS core ${core:-?} (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}); timing: $( ((peer_threads > 1)) && echo 'wall time' || echo 'CPU time of the benchmark thread')" \
       "scripts/bench.sh --peers$( ((peer_threads > 1)) && echo " --threads $peer_threads")"
     echo

@@ -26,14 +26,8 @@ class Arena {
   /// reserving a new one, is out of line.
   void* allocate(std::size_t bytes) {
     bytes = (bytes + alignment - 1) & ~(alignment - 1);
-    if (current_ < blocks_.size()) {
-      Block& b = blocks_[current_];
-      if (b.used + bytes <= b.size) {
-        void* p = b.data + b.used;
-        b.used += bytes;
-        return p;
-      }
-    }
+    if (current_ < blocks_.size())
+      if (void* p = blocks_[current_].take(bytes)) return p;
     return allocate_slow(bytes);
   }
 
@@ -73,15 +67,8 @@ class Arena {
 
  private:
   [[gnu::noinline]] void* allocate_slow(std::size_t bytes) {
-    while (current_ < blocks_.size()) {
-      Block& b = blocks_[current_];
-      if (b.used + bytes <= b.size) {
-        void* p = b.data + b.used;
-        b.used += bytes;
-        return p;
-      }
-      ++current_;
-    }
+    for (; current_ < blocks_.size(); ++current_)
+      if (void* p = blocks_[current_].take(bytes)) return p;
     const std::size_t last = blocks_.empty() ? first_block_ : blocks_.back().size * 2;
     const std::size_t size = std::max(last, bytes);
     auto* data = static_cast<std::byte*>(::operator new[](size, std::align_val_t{alignment}));
@@ -94,6 +81,13 @@ class Arena {
     std::byte* data;
     std::size_t size;
     std::size_t used;
+    /// `bytes` more from this block, or nullptr when they do not fit.
+    void* take(std::size_t bytes) {
+      if (used + bytes > size) return nullptr;
+      void* p = data + used;
+      used += bytes;
+      return p;
+    }
   };
   std::vector<Block> blocks_;
   std::size_t current_ = 0;
