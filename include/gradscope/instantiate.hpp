@@ -4,11 +4,12 @@
 // for every translation unit (e.g. target_compile_definitions(app PRIVATE
 // GRADSCOPE_EXTERN_TEMPLATES)), and include this header in exactly one source file of the
 // program. The other files then reuse these instantiations instead of compiling their own
-// (docs/compile_time.md has the measurements). Without the macro, including this header is
-// harmless but pointless. No include guard on purpose: it defines, it does not declare.
+// (docs/benchmarks.md, "Compile time", has the measurements). Without the macro, including this
+// header is harmless but pointless. No include guard on purpose: it defines, it does not declare.
 //
 // It also compiles, once, the heavy non-template functions that GRADSCOPE_EXTERN_TEMPLATES turns
-// into declarations elsewhere (detail/compiled.hpp): the diagnostics' always, and those of the io
+// into declarations elsewhere (detail/compiled.hpp): nn's, optim's, the diagnostics' and util's
+// always, and those of the io
 // and data headers when this file defines GRADSCOPE_INSTANTIATE_IO (needs nlohmann/json) or
 // GRADSCOPE_INSTANTIATE_DATA (needs zlib) before including this header:
 //
@@ -20,8 +21,12 @@
 #if defined(GRADSCOPE_DETAIL_COMPILED_INCLUDED)
 #error "include <gradscope/instantiate.hpp> before any other gradscope header of its file"
 #endif
+#define GRADSCOPE_INSTANTIATE_NN
+#define GRADSCOPE_INSTANTIATE_OPTIM
 #define GRADSCOPE_INSTANTIATE_DIAGNOSTICS
+#define GRADSCOPE_INSTANTIATE_UTIL
 #include "gradscope.hpp"
+#include "util/util.hpp"
 #if defined(GRADSCOPE_INSTANTIATE_IO)
 #include "io/io.hpp"
 #endif

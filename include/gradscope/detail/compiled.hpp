@@ -1,13 +1,14 @@
 #pragma once
 // Compiled mode for gradscope's heavy non-template functions (the report writers, the diagnosis,
-// safetensors, IDX files).
+// safetensors, IDX files, the command-line parser and progress line of util/, the initialisers'
+// names and the learning-rate schedules).
 //
 // Header-only (the default), these functions are `inline` and compiled in every translation unit
 // that uses them. With GRADSCOPE_EXTERN_TEMPLATES they have external linkage and their bodies are
 // compiled only where GRADSCOPE_INSTANTIATE_<COMPONENT> is defined: in the one source file of the
-// program that includes <gradscope/instantiate.hpp> (which defines it for the diagnostics, and for
-// io and data when the file defines GRADSCOPE_INSTANTIATE_IO / GRADSCOPE_INSTANTIATE_DATA first).
-// Each such function is written once:
+// program that includes <gradscope/instantiate.hpp> (which defines it for nn, optim,
+// the diagnostics and util, and for io and data when the file defines GRADSCOPE_INSTANTIATE_IO /
+// GRADSCOPE_INSTANTIATE_DATA first). Each such function is written once:
 //
 //     GRADSCOPE_COMPILED_API Result name(parameters = defaults)
 //     #if GRADSCOPE_IO_DECLARE_ONLY
@@ -39,4 +40,22 @@
 #define GRADSCOPE_DATA_DECLARE_ONLY 1
 #else
 #define GRADSCOPE_DATA_DECLARE_ONLY 0
+#endif
+
+#if defined(GRADSCOPE_EXTERN_TEMPLATES) && !defined(GRADSCOPE_INSTANTIATE_UTIL)
+#define GRADSCOPE_UTIL_DECLARE_ONLY 1
+#else
+#define GRADSCOPE_UTIL_DECLARE_ONLY 0
+#endif
+
+#if defined(GRADSCOPE_EXTERN_TEMPLATES) && !defined(GRADSCOPE_INSTANTIATE_NN)
+#define GRADSCOPE_NN_DECLARE_ONLY 1
+#else
+#define GRADSCOPE_NN_DECLARE_ONLY 0
+#endif
+
+#if defined(GRADSCOPE_EXTERN_TEMPLATES) && !defined(GRADSCOPE_INSTANTIATE_OPTIM)
+#define GRADSCOPE_OPTIM_DECLARE_ONLY 1
+#else
+#define GRADSCOPE_OPTIM_DECLARE_ONLY 0
 #endif
