@@ -37,28 +37,8 @@ struct TapeToken {
 template <Scalar T>
 class Tape {
  public:
-  Tape() : token_(std::make_shared<detail::TapeToken>()) {
-    nodes_.reserve(256);
-    token_->generation = generation_ = detail::next_generation();
-    previous_ = detail::current_tape<T>();
-    detail::current_tape<T>() = this;
-  }
-  ~Tape() {
-    token_->generation = 0;
-    // Unlink from the thread's stack of live tapes wherever we are in it: tapes held by smart
-    // pointers may be destroyed out of order, and none may be left pointing at us.
-    Tape*& top = detail::current_tape<T>();
-    if (top == this) {
-      top = previous_;
-      return;
-    }
-    for (Tape* t = top; t; t = t->previous_) {
-      if (t->previous_ == this) {
-        t->previous_ = previous_;
-        break;
-      }
-    }
-  }
+  Tape();
+  ~Tape();
   Tape(const Tape&) = delete;
   Tape& operator=(const Tape&) = delete;
 
@@ -76,23 +56,9 @@ class Tape {
 
   /// Back-propagates from a scalar `loss`: fills parameter gradients (accumulating), tape
   /// variables' gradients, and fires hooks.
-  void backward(const Tensor<T>& loss) {
-    check_root(loss, "backward(loss)");
-    if (nodes_[loss.index_].rows * nodes_[loss.index_].cols != 1)
-      throw UsageError(detail::cat(
-          "backward(loss) needs a scalar; the loss has shape ", nodes_[loss.index_].shape(),
-          " (reduce it with sum/mean, or pass a seed: backward(y, seed))"));
-    sweep(loss.index_, nullptr);
-  }
+  void backward(const Tensor<T>& loss);
   /// Back-propagates from a non-scalar `y`, with dL/dy = `seed` (same shape as y).
-  void backward(const Tensor<T>& y, const Eigen::Ref<const Matrix<T>>& seed) {
-    check_root(y, "backward(y, seed)");
-    const auto& n = nodes_[y.index_];
-    if (seed.rows() != n.rows || seed.cols() != n.cols)
-      throw ShapeError(detail::cat("backward(y, seed): seed has shape [", seed.rows(), ", ",
-                                   seed.cols(), "] but y has shape ", n.shape()));
-    sweep(y.index_, &seed);
-  }
+  void backward(const Tensor<T>& y, const Eigen::Ref<const Matrix<T>>& seed);
 
   /// Forgets every recorded op (their tensors become invalid) and keeps the memory for reuse.
   void reset() {
@@ -114,18 +80,7 @@ class Tape {
   std::uint64_t generation() const noexcept { return generation_; }
 
   /// One line per node: index, op, shape, inputs and label. For debugging.
-  std::string listing() const {
-    std::ostringstream os;
-    for (std::size_t i = 0; i < nodes_.size(); ++i) {
-      const auto& n = nodes_[i];
-      os << i << ' ' << detail::op_name(n.op) << ' ' << n.shape();
-      for (auto k : n.in)
-        if (k != detail::no_input) os << " <- " << k;
-      if (n.label) os << "  @" << n.label;
-      os << '\n';
-    }
-    return os.str();
-  }
+  std::string listing() const;
 
   // --- for ops and the backward table (not part of the user API) ---
   detail::Node<T>& node(std::uint32_t i) noexcept { return nodes_[i]; }
@@ -184,36 +139,8 @@ class Tape {
       throw_not_live(t, what);
   }
 
-  HookHandle add_hook(std::uint32_t index, typename Tensor<T>::HookFn fn) {
-    const std::uint64_t id = next_hook_id_++;
-    hooks_.push_back({id, index, std::move(fn)});
-    nodes_[index].has_hooks = true;
-    std::weak_ptr<detail::TapeToken> token = token_;
-    const std::uint64_t generation = generation_;
-    return HookHandle([this, token, generation, id, index] {
-      auto t = token.lock();
-      if (!t || t->generation != generation) return;  // tape reset or gone: nothing to remove
-      bool others = false;
-      for (std::size_t k = 0; k < hooks_.size();) {
-        if (hooks_[k].id == id) {
-          hooks_.erase(hooks_.begin() + static_cast<std::ptrdiff_t>(k));
-          continue;
-        }
-        others = others || hooks_[k].node == index;
-        ++k;
-      }
-      nodes_[index].has_hooks = others;
-    });
-  }
-  HookHandle retain(std::uint32_t index) {
-    nodes_[index].retain = true;
-    std::weak_ptr<detail::TapeToken> token = token_;
-    const std::uint64_t generation = generation_;
-    return HookHandle([this, token, generation, index] {
-      auto t = token.lock();
-      if (t && t->generation == generation) nodes_[index].retain = false;
-    });
-  }
+  HookHandle add_hook(std::uint32_t index, typename Tensor<T>::HookFn fn);
+  HookHandle retain(std::uint32_t index);
 
  private:
   Tensor<T> leaf(const Eigen::Ref<const Matrix<T>>& value, int rank, detail::Op op, bool grad) {
@@ -226,25 +153,9 @@ class Tape {
   }
 
   [[noreturn, gnu::cold, gnu::noinline]] void throw_not_live(const Tensor<T>& t,
-                                                             const char* what) const {
-    if (t.tape_ != this)
-      throw UsageError(detail::cat(what, ": tensor was not recorded on this tape"));
-    throw UsageError(detail::cat(what, ": tensor was recorded on a tape that has since been ",
-                                 "reset (or destroyed); record it again"));
-  }
+                                                             const char* what) const;
 
-  void check_root(const Tensor<T>& y, const char* what) const {
-    if (!y.defined()) throw UsageError(detail::cat(what, ": the tensor is undefined"));
-    if (y.is_persistent())
-      throw UsageError(detail::cat(
-          what,
-          ": the tensor was not recorded on a tape (no gradscope::Tape was alive on this "
-          "thread when it was computed, or all its inputs were constants or under NoGrad)"));
-    check_live(y, what);
-    if (!nodes_[y.index_].requires_grad)
-      throw UsageError(detail::cat(what, ": the tensor does not depend on any parameter or ",
-                                   "variable that requires a gradient"));
-  }
+  void check_root(const Tensor<T>& y, const char* what) const;
 
   void fire_tape_hooks(std::uint32_t i, const ConstMatrixMap<T>& g) {
     // Index loop: a hook may register further hooks (push_back) without invalidating us.
@@ -252,39 +163,7 @@ class Tape {
       if (hooks_[k].node == i) hooks_[k].fn(g);
   }
 
-  void sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed) {
-    // Every node, not only those up to the root: gradients are those of the last backward call.
-    for (auto& n : nodes_) n.grad = nullptr;
-    T* g0 = grad_buffer(root);
-    auto& r = nodes_[root];
-    if (seed)
-      MatrixMap<T>(g0, r.rows, r.cols) = *seed;  // by coefficient: the seed may be strided
-    else
-      g0[0] = T(1);
-    const bool anomaly = anomaly_enabled();
-    for (std::uint32_t i = root + 1; i-- > 0;) {
-      auto& n = nodes_[i];
-      if (!n.grad || !n.requires_grad) continue;
-      const ConstMatrixMap<T> g(n.grad, n.rows, n.cols);
-      if (n.has_hooks) fire_tape_hooks(i, g);
-      if (n.op == detail::Op::parameter) {
-        auto* s = static_cast<detail::Storage<T>*>(n.aux);
-        if (n.grad != s->grad.data()) {  // else accumulated in place (see grad_target)
-          for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
-          s->grad += g;
-        }
-        if (!s->post_hooks.empty()) {
-          const ConstMatrixMap<T> total(s->grad.data(), s->grad.rows(), s->grad.cols());
-          for (std::size_t k = 0; k < s->post_hooks.size(); ++k) s->post_hooks[k].fn(total);
-        }
-        continue;
-      }
-      if (n.is_leaf()) continue;
-      detail::backward_node(*this, n);
-      if (anomaly) check_backward(n);
-      release_buffer(n);
-    }
-  }
+  void sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed);
 
   // Gradient buffers are recycled within a sweep: once a node's rule has run, its gradient is
   // dead (unless retained for the user, or handed to an input by the rule), and the next
@@ -309,23 +188,7 @@ class Tape {
     n.grad = nullptr;
   }
 
-  void check_backward(const detail::Node<T>& n) const {
-    for (int k = 0; k < 3; ++k) {
-      if (n.in[k] == detail::no_input) continue;
-      const auto& in = nodes_[n.in[k]];
-      if (!in.grad) continue;
-      if (!detail::all_finite(in.grad, in.rows * in.cols)) {
-        std::ostringstream os;
-        os << "non-finite gradient in backward of '" << detail::op_name(n.op)
-           << "' flowing to input " << k << "; input shapes";
-        for (auto j : n.in)
-          if (j != detail::no_input) os << ' ' << nodes_[j].shape();
-        os << ", output " << n.shape();
-        if (n.label) os << ", at '" << n.label << "'";
-        throw NumericalError(os.str(), detail::op_name(n.op), "backward", n.label ? n.label : "");
-      }
-    }
-  }
+  void check_backward(const detail::Node<T>& n) const;
 
   std::vector<detail::Node<T>> nodes_;
   detail::Arena arena_;
@@ -337,6 +200,177 @@ class Tape {
   std::uint64_t next_hook_id_ = 1;
   Tape* previous_ = nullptr;
 };
+
+template <Scalar T>
+Tape<T>::Tape() : token_(std::make_shared<detail::TapeToken>()) {
+  nodes_.reserve(256);
+  token_->generation = generation_ = detail::next_generation();
+  previous_ = detail::current_tape<T>();
+  detail::current_tape<T>() = this;
+}
+
+template <Scalar T>
+Tape<T>::~Tape() {
+  token_->generation = 0;
+  // Unlink from the thread's stack of live tapes wherever we are in it: tapes held by smart
+  // pointers may be destroyed out of order, and none may be left pointing at us.
+  Tape*& top = detail::current_tape<T>();
+  if (top == this) {
+    top = previous_;
+    return;
+  }
+  for (Tape* t = top; t; t = t->previous_) {
+    if (t->previous_ == this) {
+      t->previous_ = previous_;
+      break;
+    }
+  }
+}
+
+template <Scalar T>
+void Tape<T>::backward(const Tensor<T>& loss) {
+  check_root(loss, "backward(loss)");
+  if (nodes_[loss.index_].rows * nodes_[loss.index_].cols != 1)
+    throw UsageError(detail::cat("backward(loss) needs a scalar; the loss has shape ",
+                                 nodes_[loss.index_].shape(),
+                                 " (reduce it with sum/mean, or pass a seed: backward(y, seed))"));
+  sweep(loss.index_, nullptr);
+}
+
+template <Scalar T>
+void Tape<T>::backward(const Tensor<T>& y, const Eigen::Ref<const Matrix<T>>& seed) {
+  check_root(y, "backward(y, seed)");
+  const auto& n = nodes_[y.index_];
+  if (seed.rows() != n.rows || seed.cols() != n.cols)
+    throw ShapeError(detail::cat("backward(y, seed): seed has shape [", seed.rows(), ", ",
+                                 seed.cols(), "] but y has shape ", n.shape()));
+  sweep(y.index_, &seed);
+}
+
+template <Scalar T>
+std::string Tape<T>::listing() const {
+  std::ostringstream os;
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    const auto& n = nodes_[i];
+    os << i << ' ' << detail::op_name(n.op) << ' ' << n.shape();
+    for (auto k : n.in)
+      if (k != detail::no_input) os << " <- " << k;
+    if (n.label) os << "  @" << n.label;
+    os << '\n';
+  }
+  return os.str();
+}
+
+template <Scalar T>
+HookHandle Tape<T>::add_hook(std::uint32_t index, typename Tensor<T>::HookFn fn) {
+  const std::uint64_t id = next_hook_id_++;
+  hooks_.push_back({id, index, std::move(fn)});
+  nodes_[index].has_hooks = true;
+  std::weak_ptr<detail::TapeToken> token = token_;
+  const std::uint64_t generation = generation_;
+  return HookHandle([this, token, generation, id, index] {
+    auto t = token.lock();
+    if (!t || t->generation != generation) return;  // tape reset or gone: nothing to remove
+    bool others = false;
+    for (std::size_t k = 0; k < hooks_.size();) {
+      if (hooks_[k].id == id) {
+        hooks_.erase(hooks_.begin() + static_cast<std::ptrdiff_t>(k));
+        continue;
+      }
+      others = others || hooks_[k].node == index;
+      ++k;
+    }
+    nodes_[index].has_hooks = others;
+  });
+}
+
+template <Scalar T>
+HookHandle Tape<T>::retain(std::uint32_t index) {
+  nodes_[index].retain = true;
+  std::weak_ptr<detail::TapeToken> token = token_;
+  const std::uint64_t generation = generation_;
+  return HookHandle([this, token, generation, index] {
+    auto t = token.lock();
+    if (t && t->generation == generation) nodes_[index].retain = false;
+  });
+}
+
+template <Scalar T>
+[[noreturn, gnu::cold, gnu::noinline]] void Tape<T>::throw_not_live(const Tensor<T>& t,
+                                                                    const char* what) const {
+  if (t.tape_ != this)
+    throw UsageError(detail::cat(what, ": tensor was not recorded on this tape"));
+  throw UsageError(detail::cat(what, ": tensor was recorded on a tape that has since been ",
+                               "reset (or destroyed); record it again"));
+}
+
+template <Scalar T>
+void Tape<T>::check_root(const Tensor<T>& y, const char* what) const {
+  if (!y.defined()) throw UsageError(detail::cat(what, ": the tensor is undefined"));
+  if (y.is_persistent())
+    throw UsageError(detail::cat(
+        what,
+        ": the tensor was not recorded on a tape (no gradscope::Tape was alive on this "
+        "thread when it was computed, or all its inputs were constants or under NoGrad)"));
+  check_live(y, what);
+  if (!nodes_[y.index_].requires_grad)
+    throw UsageError(detail::cat(what, ": the tensor does not depend on any parameter or ",
+                                 "variable that requires a gradient"));
+}
+
+template <Scalar T>
+void Tape<T>::sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed) {
+  // Every node, not only those up to the root: gradients are those of the last backward call.
+  for (auto& n : nodes_) n.grad = nullptr;
+  T* g0 = grad_buffer(root);
+  auto& r = nodes_[root];
+  if (seed)
+    MatrixMap<T>(g0, r.rows, r.cols) = *seed;  // by coefficient: the seed may be strided
+  else
+    g0[0] = T(1);
+  const bool anomaly = anomaly_enabled();
+  for (std::uint32_t i = root + 1; i-- > 0;) {
+    auto& n = nodes_[i];
+    if (!n.grad || !n.requires_grad) continue;
+    const ConstMatrixMap<T> g(n.grad, n.rows, n.cols);
+    if (n.has_hooks) fire_tape_hooks(i, g);
+    if (n.op == detail::Op::parameter) {
+      auto* s = static_cast<detail::Storage<T>*>(n.aux);
+      if (n.grad != s->grad.data()) {  // else accumulated in place (see grad_target)
+        for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
+        s->grad += g;
+      }
+      if (!s->post_hooks.empty()) {
+        const ConstMatrixMap<T> total(s->grad.data(), s->grad.rows(), s->grad.cols());
+        for (std::size_t k = 0; k < s->post_hooks.size(); ++k) s->post_hooks[k].fn(total);
+      }
+      continue;
+    }
+    if (n.is_leaf()) continue;
+    detail::backward_node(*this, n);
+    if (anomaly) check_backward(n);
+    release_buffer(n);
+  }
+}
+
+template <Scalar T>
+void Tape<T>::check_backward(const detail::Node<T>& n) const {
+  for (int k = 0; k < 3; ++k) {
+    if (n.in[k] == detail::no_input) continue;
+    const auto& in = nodes_[n.in[k]];
+    if (!in.grad) continue;
+    if (!detail::all_finite(in.grad, in.rows * in.cols)) {
+      std::ostringstream os;
+      os << "non-finite gradient in backward of '" << detail::op_name(n.op) << "' flowing to input "
+         << k << "; input shapes";
+      for (auto j : n.in)
+        if (j != detail::no_input) os << ' ' << nodes_[j].shape();
+      os << ", output " << n.shape();
+      if (n.label) os << ", at '" << n.label << "'";
+      throw NumericalError(os.str(), detail::op_name(n.op), "backward", n.label ? n.label : "");
+    }
+  }
+}
 
 // --- Tensor members that need the Tape ---
 

@@ -168,8 +168,8 @@ class Tensor {
   /// The single value of a tensor of size 1.
   T item() const {
     const auto v = value();
-    if (v.size() != 1)
-      throw UsageError(detail::cat("item() needs a tensor of one element; shape is ", shape()));
+    if (v.size() != 1) [[unlikely]]
+      throw_not_single();
     return v(0, 0);
   }
   /// A copy of the values.
@@ -248,17 +248,24 @@ class Tensor {
 
   static void check_rank(Index rows, Index cols, int rank) {
     if (rank < 0 || rank > 2 || (rank == 0 && (rows != 1 || cols != 1)) || (rank == 1 && rows != 1))
-      throw ShapeError(detail::cat("tensor: rank ", rank, " cannot hold a ", rows, " x ", cols,
-                                   " value (rank 0 is 1 x 1, rank 1 is 1 x n)"));
+        [[unlikely]]
+      throw_bad_rank(rows, cols, rank);
   }
   void require_defined(const char* what) const {
-    if (!defined()) throw UsageError(detail::cat(what, " on an undefined tensor"));
+    if (!defined()) [[unlikely]]
+      throw_undefined(what);
   }
   void require_persistent(const char* what) const {
-    if (!storage_)
-      throw UsageError(detail::cat(what, " needs a persistent tensor (a parameter or data); this ",
-                                   "one is a tape node"));
+    if (!storage_) [[unlikely]]
+      throw_not_persistent(what);
   }
+  // The error paths, out of line (and, with GRADSCOPE_EXTERN_TEMPLATES, compiled once): the
+  // checks above are inlined into every op, their messages need not be.
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_bad_rank(Index rows, Index cols,
+                                                                    int rank);
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_undefined(const char* what);
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_not_persistent(const char* what);
+  [[noreturn, gnu::cold, gnu::noinline]] void throw_not_single() const;
   // The node of a tape tensor; checks that its tape was not reset. Inlined: every op calls it.
   [[gnu::always_inline]] inline detail::Node<T>& node() const;
 
@@ -267,6 +274,25 @@ class Tensor {
   std::uint64_t generation_ = 0;
   std::shared_ptr<detail::Storage<T>> storage_;
 };
+
+template <Scalar T>
+void Tensor<T>::throw_bad_rank(Index rows, Index cols, int rank) {
+  throw ShapeError(detail::cat("tensor: rank ", rank, " cannot hold a ", rows, " x ", cols,
+                               " value (rank 0 is 1 x 1, rank 1 is 1 x n)"));
+}
+template <Scalar T>
+void Tensor<T>::throw_undefined(const char* what) {
+  throw UsageError(detail::cat(what, " on an undefined tensor"));
+}
+template <Scalar T>
+void Tensor<T>::throw_not_persistent(const char* what) {
+  throw UsageError(detail::cat(what, " needs a persistent tensor (a parameter or data); this ",
+                               "one is a tape node"));
+}
+template <Scalar T>
+void Tensor<T>::throw_not_single() const {
+  throw UsageError(detail::cat("item() needs a tensor of one element; shape is ", shape()));
+}
 
 /// A tensor with a hierarchical name ("4.inner.0.weight"): parameters, buffers, optimiser state.
 template <Scalar T>

@@ -26,44 +26,58 @@ struct Dataset {
   Index features() const noexcept { return images.cols(); }
 
   /// The rows at the given indices, as a new dataset.
-  Dataset subset(const std::vector<Index>& rows) const {
-    Dataset d;
-    d.classes = classes;
-    d.image_rows = image_rows;
-    d.image_cols = image_cols;
-    d.images.resize(static_cast<Index>(rows.size()), images.cols());
-    d.labels.resize(rows.size());
-    for (std::size_t k = 0; k < rows.size(); ++k) {
-      d.images.row(static_cast<Index>(k)) = images.row(rows[k]);
-      d.labels[k] = labels[static_cast<std::size_t>(rows[k])];
-    }
-    return d;
-  }
+  Dataset subset(const std::vector<Index>& rows) const;
 
   /// Splits off the last `n` rows after a seeded shuffle: {train, validation}.
-  std::pair<Dataset, Dataset> split(Index n, std::uint64_t seed = 0) const {
-    if (n < 0 || n > size())
-      throw ValueError(
-          gradscope::detail::cat("Dataset::split: cannot take ", n, " of ", size(), " rows"));
-    std::vector<Index> order(static_cast<std::size_t>(size()));
-    std::iota(order.begin(), order.end(), Index{0});
-    Rng rng(seed);
-    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
-    std::vector<Index> a(order.begin(), order.end() - n), b(order.end() - n, order.end());
-    return {subset(a), subset(b)};
-  }
+  std::pair<Dataset, Dataset> split(Index n, std::uint64_t seed = 0) const;
 
   /// The mean and standard deviation over every pixel of every image (one number each, as is
   /// usual for MNIST: 0.1307 and 0.3081).
-  std::pair<T, T> mean_std() const {
-    const double n = static_cast<double>(images.size());
-    const double mean = static_cast<double>(images.sum()) / n;
-    const double var = static_cast<double>(images.array().square().sum()) / n - mean * mean;
-    return {static_cast<T>(mean), static_cast<T>(std::sqrt(std::max(var, 1e-12)))};
-  }
+  std::pair<T, T> mean_std() const;
   /// x <- (x - mean) / std for every pixel (use the training set's numbers for every split).
-  void standardize(T mean, T stddev) { images.array() = (images.array() - mean) / stddev; }
+  void standardize(T mean, T stddev);
 };
+
+template <Scalar T>
+Dataset<T> Dataset<T>::subset(const std::vector<Index>& rows) const {
+  Dataset d;
+  d.classes = classes;
+  d.image_rows = image_rows;
+  d.image_cols = image_cols;
+  d.images.resize(static_cast<Index>(rows.size()), images.cols());
+  d.labels.resize(rows.size());
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    d.images.row(static_cast<Index>(k)) = images.row(rows[k]);
+    d.labels[k] = labels[static_cast<std::size_t>(rows[k])];
+  }
+  return d;
+}
+
+template <Scalar T>
+std::pair<Dataset<T>, Dataset<T>> Dataset<T>::split(Index n, std::uint64_t seed) const {
+  if (n < 0 || n > size())
+    throw ValueError(
+        gradscope::detail::cat("Dataset::split: cannot take ", n, " of ", size(), " rows"));
+  std::vector<Index> order(static_cast<std::size_t>(size()));
+  std::iota(order.begin(), order.end(), Index{0});
+  Rng rng(seed);
+  for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+  std::vector<Index> a(order.begin(), order.end() - n), b(order.end() - n, order.end());
+  return {subset(a), subset(b)};
+}
+
+template <Scalar T>
+std::pair<T, T> Dataset<T>::mean_std() const {
+  const double n = static_cast<double>(images.size());
+  const double mean = static_cast<double>(images.sum()) / n;
+  const double var = static_cast<double>(images.array().square().sum()) / n - mean * mean;
+  return {static_cast<T>(mean), static_cast<T>(std::sqrt(std::max(var, 1e-12)))};
+}
+
+template <Scalar T>
+void Dataset<T>::standardize(T mean, T stddev) {
+  images.array() = (images.array() - mean) / stddev;
+}
 
 /// Loads `<dir>/<split>-images-idx3-ubyte[.gz]` and `<dir>/<split>-labels-idx1-ubyte[.gz]`
 /// (split "train" or "t10k"), pixels scaled to [0, 1]. Throws DataError naming what is missing

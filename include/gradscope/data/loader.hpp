@@ -32,17 +32,7 @@ struct LoaderOptions {
 template <Scalar T>
 class DataLoader {
  public:
-  DataLoader(const Dataset<T>& data, LoaderOptions opt = {})
-      : data_(data), opt_(opt), rng_(opt.seed) {
-    if (opt.batch_size <= 0) throw ValueError("DataLoader: batch_size must be > 0");
-    order_.resize(static_cast<std::size_t>(data.size()));
-    std::iota(order_.begin(), order_.end(), Index{0});
-    const Index full = std::min(opt.batch_size, data.size());
-    full_ = Tensor<T>::zeros(std::max<Index>(full, 1), data.features());
-    const Index rest = data.size() % opt.batch_size;
-    if (rest && data.size() > opt.batch_size) tail_ = Tensor<T>::zeros(rest, data.features());
-    labels_.resize(static_cast<std::size_t>(std::max<Index>(full, 1)));
-  }
+  DataLoader(const Dataset<T>& data, LoaderOptions opt = {});
 
   /// Number of batches in one epoch.
   Index batches() const {
@@ -73,30 +63,11 @@ class DataLoader {
   };
 
   /// Starts an epoch (reshuffling when enabled).
-  iterator begin() {
-    if (opt_.shuffle)
-      for (std::size_t i = order_.size(); i > 1; --i)
-        std::swap(order_[i - 1], order_[rng_.below(i)]);
-    ++epoch_;
-    return iterator(this, 0);
-  }
+  iterator begin();
   iterator end() { return iterator(nullptr, batches()); }
 
  private:
-  void fill(Index k) {
-    const Index b = opt_.batch_size;
-    const Index start = k * b;
-    const Index n = std::min(b, data_.size() - start);
-    Tensor<T>& x = (n == full_.rows()) ? full_ : tail_;
-    auto xv = x.mutable_value();
-    for (Index i = 0; i < n; ++i) {
-      const Index row = order_[static_cast<std::size_t>(start + i)];
-      xv.row(i) = data_.images.row(row);
-      labels_[static_cast<std::size_t>(i)] = data_.labels[static_cast<std::size_t>(row)];
-    }
-    batch_.x = x;
-    batch_.y = std::span<const int>(labels_.data(), static_cast<std::size_t>(n));
-  }
+  void fill(Index k);
 
   const Dataset<T>& data_;
   LoaderOptions opt_;
@@ -107,5 +78,42 @@ class DataLoader {
   Batch<T> batch_;
   std::int64_t epoch_ = 0;
 };
+
+template <Scalar T>
+DataLoader<T>::DataLoader(const Dataset<T>& data, LoaderOptions opt)
+    : data_(data), opt_(opt), rng_(opt.seed) {
+  if (opt.batch_size <= 0) throw ValueError("DataLoader: batch_size must be > 0");
+  order_.resize(static_cast<std::size_t>(data.size()));
+  std::iota(order_.begin(), order_.end(), Index{0});
+  const Index full = std::min(opt.batch_size, data.size());
+  full_ = Tensor<T>::zeros(std::max<Index>(full, 1), data.features());
+  const Index rest = data.size() % opt.batch_size;
+  if (rest && data.size() > opt.batch_size) tail_ = Tensor<T>::zeros(rest, data.features());
+  labels_.resize(static_cast<std::size_t>(std::max<Index>(full, 1)));
+}
+
+template <Scalar T>
+typename DataLoader<T>::iterator DataLoader<T>::begin() {
+  if (opt_.shuffle)
+    for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_.below(i)]);
+  ++epoch_;
+  return iterator(this, 0);
+}
+
+template <Scalar T>
+void DataLoader<T>::fill(Index k) {
+  const Index b = opt_.batch_size;
+  const Index start = k * b;
+  const Index n = std::min(b, data_.size() - start);
+  Tensor<T>& x = (n == full_.rows()) ? full_ : tail_;
+  auto xv = x.mutable_value();
+  for (Index i = 0; i < n; ++i) {
+    const Index row = order_[static_cast<std::size_t>(start + i)];
+    xv.row(i) = data_.images.row(row);
+    labels_[static_cast<std::size_t>(i)] = data_.labels[static_cast<std::size_t>(row)];
+  }
+  batch_.x = x;
+  batch_.y = std::span<const int>(labels_.data(), static_cast<std::size_t>(n));
+}
 
 }  // namespace gradscope::data

@@ -12,6 +12,8 @@
 // only and includes nothing, so any component header may include it.
 
 #define GRADSCOPE_CORE_INSTANCES(PREFIX, T)                                                       \
+  PREFIX class gradscope::Tensor<T>;                                                              \
+  PREFIX class gradscope::Tape<T>;                                                                \
   PREFIX void gradscope::detail::backward_node<T>(gradscope::Tape<T>&,                            \
                                                   gradscope::detail::Node<T>&);                   \
   PREFIX gradscope::Tensor<T> gradscope::add<T>(const gradscope::Tensor<T>&,                      \
@@ -56,27 +58,36 @@
   PREFIX gradscope::Tensor<T> gradscope::dropout<T>(const gradscope::Tensor<T>&, double,          \
                                                     gradscope::Rng&);
 
-#define GRADSCOPE_NN_INSTANCES(PREFIX, T)    \
-  PREFIX class gradscope::nn::Module<T>;     \
-  PREFIX class gradscope::nn::Dense<T>;      \
-  PREFIX class gradscope::nn::Activation<T>; \
-  PREFIX struct gradscope::nn::Sigmoid<T>;   \
-  PREFIX struct gradscope::nn::Tanh<T>;      \
-  PREFIX struct gradscope::nn::ReLU<T>;      \
-  PREFIX struct gradscope::nn::LeakyReLU<T>; \
-  PREFIX struct gradscope::nn::ELU<T>;       \
-  PREFIX struct gradscope::nn::Identity<T>;  \
-  PREFIX class gradscope::nn::BatchNorm<T>;  \
-  PREFIX class gradscope::nn::Dropout<T>;    \
-  PREFIX class gradscope::nn::Sequential<T>; \
-  PREFIX class gradscope::nn::Residual<T>;
+#define GRADSCOPE_NN_INSTANCES(PREFIX, T)                                            \
+  PREFIX class gradscope::nn::Module<T>;                                             \
+  PREFIX class gradscope::nn::Dense<T>;                                              \
+  PREFIX class gradscope::nn::Activation<T>;                                         \
+  PREFIX struct gradscope::nn::Sigmoid<T>;                                           \
+  PREFIX struct gradscope::nn::Tanh<T>;                                              \
+  PREFIX struct gradscope::nn::ReLU<T>;                                              \
+  PREFIX struct gradscope::nn::LeakyReLU<T>;                                         \
+  PREFIX struct gradscope::nn::ELU<T>;                                               \
+  PREFIX struct gradscope::nn::Identity<T>;                                          \
+  PREFIX class gradscope::nn::BatchNorm<T>;                                          \
+  PREFIX class gradscope::nn::Dropout<T>;                                            \
+  PREFIX class gradscope::nn::Sequential<T>;                                         \
+  PREFIX class gradscope::nn::Residual<T>;                                           \
+  PREFIX std::shared_ptr<gradscope::nn::Module<T>> gradscope::nn::residual_block<T>( \
+      gradscope::Index, gradscope::nn::ResidualOptions);                             \
+  PREFIX double gradscope::nn::accuracy<T>(const gradscope::Tensor<T>&, std::span<const int>);
 
-#define GRADSCOPE_OPTIM_INSTANCES(PREFIX, T)   \
-  PREFIX class gradscope::optim::Optimizer<T>; \
-  PREFIX class gradscope::optim::SGD<T>;       \
-  PREFIX class gradscope::optim::Adam<T>;      \
-  PREFIX class gradscope::optim::AdamW<T>;     \
-  PREFIX class gradscope::optim::RMSprop<T>;
+#define GRADSCOPE_OPTIM_INSTANCES(PREFIX, T)                                                      \
+  PREFIX class gradscope::optim::Optimizer<T>;                                                    \
+  PREFIX class gradscope::optim::SGD<T>;                                                          \
+  PREFIX class gradscope::optim::Adam<T>;                                                         \
+  PREFIX class gradscope::optim::AdamW<T>;                                                        \
+  PREFIX class gradscope::optim::RMSprop<T>;                                                      \
+  PREFIX class gradscope::optim::LrScheduler<T>;                                                  \
+  PREFIX void gradscope::optim::clip_grad_value<T>(const std::vector<gradscope::Tensor<T>>&,      \
+                                                   std::type_identity_t<T>);                      \
+  PREFIX double gradscope::optim::grad_norm<T>(const std::vector<gradscope::Tensor<T>>&, double); \
+  PREFIX double gradscope::optim::clip_grad_norm<T>(const std::vector<gradscope::Tensor<T>>&,     \
+                                                    double, double, gradscope::optim::NonFinite);
 
 #define GRADSCOPE_DIAGNOSTICS_INSTANCES(PREFIX, T) \
   PREFIX class gradscope::diagnostics::GradientMonitor<T>;

@@ -8,6 +8,7 @@
 #include "../core/error.hpp"
 #include "../core/rng.hpp"
 #include "../core/types.hpp"
+#include "../detail/compiled.hpp"
 
 namespace gradscope::init {
 
@@ -50,26 +51,7 @@ struct Initializer {
   double gain = 1;
 
   /// The scheme's name with its parameters, e.g. "he_normal(gain=1.414)".
-  std::string name() const {
-    const char* n[] = {"zeros",         "constant",   "normal",    "uniform",      "xavier_uniform",
-                       "xavier_normal", "he_uniform", "he_normal", "lecun_normal", "nielsen"};
-    std::string s = n[static_cast<int>(kind)];
-    switch (kind) {
-      case Kind::constant:
-        return s + "(" + std::to_string(a) + ")";
-      case Kind::normal:
-        return s + "(std=" + std::to_string(a) + ")";
-      case Kind::uniform:
-        return s + "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
-      case Kind::xavier_uniform:
-      case Kind::xavier_normal:
-      case Kind::he_uniform:
-      case Kind::he_normal:
-        return s + "(gain=" + std::to_string(gain) + ")";
-      default:
-        return s;
-    }
-  }
+  std::string name() const;
 
   /// The standard deviation a weight of a layer with these fans is drawn with.
   double weight_std(Index fan_in, Index fan_out) const {
@@ -160,6 +142,29 @@ struct Initializer {
   }
 };
 
+#if !GRADSCOPE_NN_DECLARE_ONLY
+GRADSCOPE_COMPILED_API std::string Initializer::name() const {
+  const char* n[] = {"zeros",         "constant",   "normal",    "uniform",      "xavier_uniform",
+                     "xavier_normal", "he_uniform", "he_normal", "lecun_normal", "nielsen"};
+  std::string s = n[static_cast<int>(kind)];
+  switch (kind) {
+    case Kind::constant:
+      return s + "(" + std::to_string(a) + ")";
+    case Kind::normal:
+      return s + "(std=" + std::to_string(a) + ")";
+    case Kind::uniform:
+      return s + "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+    case Kind::xavier_uniform:
+    case Kind::xavier_normal:
+    case Kind::he_uniform:
+    case Kind::he_normal:
+      return s + "(gain=" + std::to_string(gain) + ")";
+    default:
+      return s;
+  }
+}
+#endif
+
 /// All zeros.
 inline const Initializer zeros{Initializer::Kind::zeros};
 /// Every weight (and bias) equal to v.
@@ -200,7 +205,11 @@ inline const Initializer nielsen{Initializer::Kind::nielsen};
 
 /// Looks an initialiser up by name (for command lines): zeros, xavier_uniform, xavier_normal,
 /// he_uniform, he_normal, lecun_normal, nielsen. Throws ValueError naming the known names.
-inline Initializer by_name(const std::string& n) {
+GRADSCOPE_COMPILED_API Initializer by_name(const std::string& n)
+#if GRADSCOPE_NN_DECLARE_ONLY
+    ;
+#else
+{
   if (n == "zeros") return zeros;
   if (n == "xavier_uniform" || n == "xavier" || n == "glorot") return xavier_uniform;
   if (n == "xavier_normal") return xavier_normal;
@@ -212,5 +221,6 @@ inline Initializer by_name(const std::string& n) {
                    "' (known: zeros, xavier_uniform, xavier_normal, he_uniform, he_normal, "
                    "lecun_normal, nielsen)");
 }
+#endif
 
 }  // namespace gradscope::init

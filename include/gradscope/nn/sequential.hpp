@@ -26,30 +26,42 @@ class Sequential : public Module<T> {
     return *m;
   }
   /// Appends an existing module (shared, not copied).
-  Sequential& add(std::shared_ptr<Module<T>> m) {
-    this->register_module(std::to_string(this->children().size()), std::move(m));
-    return *this;
-  }
+  Sequential& add(std::shared_ptr<Module<T>> m);
 
-  Tensor<T> forward(const Tensor<T>& x) override {
-    Tensor<T> h = x;
-    for (const auto& c : this->children()) h = (*c.second)(h);
-    return h;
-  }
+  Tensor<T> forward(const Tensor<T>& x) override;
   std::string kind() const override { return "Sequential"; }
-  std::string describe() const override {
-    return "Sequential(" + std::to_string(size()) + " layers)";
-  }
+  std::string describe() const override;
 
   std::size_t size() const noexcept { return this->children().size(); }
   /// The i-th child; throws UsageError when out of range.
-  Module<T>& at(std::size_t i) const {
-    if (i >= size())
-      throw UsageError(gradscope::detail::cat("Sequential::at(", i, "): only ", size(), " layers"));
-    return *this->children()[i].second;
-  }
+  Module<T>& at(std::size_t i) const;
   Module<T>& operator[](std::size_t i) const { return at(i); }
 };
+
+template <Scalar T>
+Sequential<T>& Sequential<T>::add(std::shared_ptr<Module<T>> m) {
+  this->register_module(std::to_string(this->children().size()), std::move(m));
+  return *this;
+}
+
+template <Scalar T>
+Tensor<T> Sequential<T>::forward(const Tensor<T>& x) {
+  Tensor<T> h = x;
+  for (const auto& c : this->children()) h = (*c.second)(h);
+  return h;
+}
+
+template <Scalar T>
+std::string Sequential<T>::describe() const {
+  return "Sequential(" + std::to_string(size()) + " layers)";
+}
+
+template <Scalar T>
+Module<T>& Sequential<T>::at(std::size_t i) const {
+  if (i >= size())
+    throw UsageError(gradscope::detail::cat("Sequential::at(", i, "): only ", size(), " layers"));
+  return *this->children()[i].second;
+}
 
 /// A residual connection: y = post(inner(x) + shortcut(x)), where shortcut is the identity or
 /// an optional projection (when widths differ) and post an optional module after the addition.
@@ -57,32 +69,42 @@ template <Scalar T>
 class Residual : public Module<T> {
  public:
   explicit Residual(std::shared_ptr<Module<T>> inner, std::shared_ptr<Module<T>> projection = {},
-                    std::shared_ptr<Module<T>> post = {}) {
-    inner_ = this->register_module("inner", std::move(inner));
-    if (projection) projection_ = this->register_module("projection", std::move(projection));
-    if (post) post_ = this->register_module("post", std::move(post));
-  }
-  Tensor<T> forward(const Tensor<T>& x) override {
-    Tensor<T> f = (*inner_)(x);
-    Tensor<T> s = projection_ ? (*projection_)(x) : x;
-    if (f.shape() != s.shape())
-      throw ShapeError(gradscope::detail::cat(
-          "Residual", this->path().empty() ? "" : " '" + this->path() + "'", ": inner output ",
-          f.shape(), " differs from the shortcut ", s.shape(),
-          projection_ ? "" : " (pass a projection when widths differ)"));
-    Tensor<T> y = add(f, s);
-    return post_ ? (*post_)(y) : y;
-  }
+                    std::shared_ptr<Module<T>> post = {});
+  Tensor<T> forward(const Tensor<T>& x) override;
   std::string kind() const override { return "Residual"; }
-  std::string describe() const override {
-    return std::string("Residual(") + (projection_ ? "projection" : "identity") +
-           (post_ ? ", " + post_->describe() : "") + ")";
-  }
+  std::string describe() const override;
   Module<T>& inner() { return *inner_; }
 
  private:
   std::shared_ptr<Module<T>> inner_, projection_, post_;
 };
+
+template <Scalar T>
+Residual<T>::Residual(std::shared_ptr<Module<T>> inner, std::shared_ptr<Module<T>> projection,
+                      std::shared_ptr<Module<T>> post) {
+  inner_ = this->register_module("inner", std::move(inner));
+  if (projection) projection_ = this->register_module("projection", std::move(projection));
+  if (post) post_ = this->register_module("post", std::move(post));
+}
+
+template <Scalar T>
+Tensor<T> Residual<T>::forward(const Tensor<T>& x) {
+  Tensor<T> f = (*inner_)(x);
+  Tensor<T> s = projection_ ? (*projection_)(x) : x;
+  if (f.shape() != s.shape())
+    throw ShapeError(gradscope::detail::cat(
+        "Residual", this->path().empty() ? "" : " '" + this->path() + "'", ": inner output ",
+        f.shape(), " differs from the shortcut ", s.shape(),
+        projection_ ? "" : " (pass a projection when widths differ)"));
+  Tensor<T> y = add(f, s);
+  return post_ ? (*post_)(y) : y;
+}
+
+template <Scalar T>
+std::string Residual<T>::describe() const {
+  return std::string("Residual(") + (projection_ ? "projection" : "identity") +
+         (post_ ? ", " + post_->describe() : "") + ")";
+}
 
 /// The two residual block designs.
 enum class ResidualKind {

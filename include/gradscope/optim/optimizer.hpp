@@ -34,55 +34,17 @@ struct ParamGroup {
 template <Scalar T>
 class Optimizer {
  public:
-  explicit Optimizer(std::vector<Tensor<T>> params)
-      : Optimizer(std::vector<ParamGroup<T>>{ParamGroup<T>{std::move(params), {}, {}}}) {}
-  explicit Optimizer(std::vector<ParamGroup<T>> groups) : groups_(std::move(groups)) {
-    std::size_t i = 0;
-    for (auto& g : groups_) {
-      for (auto& p : g.params) {
-        if (!p.is_persistent() || !p.requires_grad())
-          throw UsageError(gradscope::detail::cat("optimizer: parameter ", i, " ('", p.name(),
-                                                  "') is not a parameter tensor"));
-        max_size_ = std::max(max_size_, p.size());
-        ++i;
-      }
-    }
-    work_ = Matrix<T>::Zero(2, max_size_);
-  }
+  explicit Optimizer(std::vector<Tensor<T>> params);
+  explicit Optimizer(std::vector<ParamGroup<T>> groups);
   virtual ~Optimizer() = default;
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
   /// Applies one update from the current gradients. Returns false when the step was skipped
   /// (NonFinite::skip) or applied despite non-finite gradients (NonFinite::proceed).
-  bool step() {
-    if (const auto bad = first_non_finite()) {
-      const auto& p = *bad;
-      switch (non_finite_) {
-        case NonFinite::error:
-          throw NumericalError(gradscope::detail::cat(
-              kind(), ".step: non-finite gradient in parameter '", display_name(p), "' of shape ",
-              p.shape(), "; the step was not applied"));
-        case NonFinite::skip:
-          ++skipped_;
-          return false;
-        case NonFinite::proceed:
-          ++non_finite_steps_;
-          break;
-      }
-      ++steps_;
-      apply();
-      return false;
-    }
-    ++steps_;
-    apply();
-    return true;
-  }
+  bool step();
   /// Zeroes every parameter's gradient.
-  void zero_grad() {
-    for (auto& g : groups_)
-      for (auto& p : g.params) p.zero_grad();
-  }
+  void zero_grad();
 
   /// The base learning rate (schedules set it each step).
   T lr() const noexcept { return lr_; }
@@ -101,32 +63,13 @@ class Optimizer {
   NonFinite non_finite_policy() const noexcept { return non_finite_; }
   const std::vector<ParamGroup<T>>& groups() const noexcept { return groups_; }
   /// Every parameter, in group order.
-  std::vector<Tensor<T>> parameters() const {
-    std::vector<Tensor<T>> out;
-    for (const auto& g : groups_) out.insert(out.end(), g.params.begin(), g.params.end());
-    return out;
-  }
+  std::vector<Tensor<T>> parameters() const;
   /// "SGD", "Adam", "AdamW", "RMSprop".
   virtual std::string kind() const = 0;
 
   /// The optimiser's state as named persistent tensors (for checkpoints): "step" and, per
   /// parameter, its buffers ("<param name>.exp_avg", ...). Loading writes into these tensors.
-  std::vector<NamedTensor<T>> named_state() {
-    std::vector<NamedTensor<T>> out;
-    Matrix<T> s(1, 1);
-    s(0, 0) = static_cast<T>(steps_);
-    step_tensor_ = Tensor<T>(s, 0, false);
-    out.push_back({"step", step_tensor_});
-    std::size_t i = 0;
-    for (auto& g : groups_)
-      for (auto& p : g.params) {
-        for (auto& [name, buf] : state_of(i))
-          out.push_back(
-              {(p.name().empty() ? "param" + std::to_string(i) : p.name()) + "." + name, buf});
-        ++i;
-      }
-    return out;
-  }
+  std::vector<NamedTensor<T>> named_state();
   /// Call after loading values into named_state()'s tensors: takes the step count back.
   void state_loaded() { steps_ = static_cast<std::int64_t>(std::llround(step_tensor_.item())); }
 
@@ -162,12 +105,7 @@ class Optimizer {
   T lr_ = T(0.01);
 
  private:
-  std::optional<Tensor<T>> first_non_finite() const {
-    for (const auto& g : groups_)
-      for (const auto& p : g.params)
-        if (!gradscope::detail::all_finite(p.grad())) return p;
-    return std::nullopt;
-  }
+  std::optional<Tensor<T>> first_non_finite() const;
 
   Matrix<T> work_;
   Index max_size_ = 1;
@@ -175,5 +113,88 @@ class Optimizer {
   NonFinite non_finite_ = NonFinite::error;
   Tensor<T> step_tensor_;
 };
+
+template <Scalar T>
+Optimizer<T>::Optimizer(std::vector<Tensor<T>> params)
+    : Optimizer(std::vector<ParamGroup<T>>{ParamGroup<T>{std::move(params), {}, {}}}) {}
+
+template <Scalar T>
+Optimizer<T>::Optimizer(std::vector<ParamGroup<T>> groups) : groups_(std::move(groups)) {
+  std::size_t i = 0;
+  for (auto& g : groups_) {
+    for (auto& p : g.params) {
+      if (!p.is_persistent() || !p.requires_grad())
+        throw UsageError(gradscope::detail::cat("optimizer: parameter ", i, " ('", p.name(),
+                                                "') is not a parameter tensor"));
+      max_size_ = std::max(max_size_, p.size());
+      ++i;
+    }
+  }
+  work_ = Matrix<T>::Zero(2, max_size_);
+}
+
+template <Scalar T>
+bool Optimizer<T>::step() {
+  if (const auto bad = first_non_finite()) {
+    const auto& p = *bad;
+    switch (non_finite_) {
+      case NonFinite::error:
+        throw NumericalError(gradscope::detail::cat(
+            kind(), ".step: non-finite gradient in parameter '", display_name(p), "' of shape ",
+            p.shape(), "; the step was not applied"));
+      case NonFinite::skip:
+        ++skipped_;
+        return false;
+      case NonFinite::proceed:
+        ++non_finite_steps_;
+        break;
+    }
+    ++steps_;
+    apply();
+    return false;
+  }
+  ++steps_;
+  apply();
+  return true;
+}
+
+template <Scalar T>
+void Optimizer<T>::zero_grad() {
+  for (auto& g : groups_)
+    for (auto& p : g.params) p.zero_grad();
+}
+
+template <Scalar T>
+std::vector<Tensor<T>> Optimizer<T>::parameters() const {
+  std::vector<Tensor<T>> out;
+  for (const auto& g : groups_) out.insert(out.end(), g.params.begin(), g.params.end());
+  return out;
+}
+
+template <Scalar T>
+std::vector<NamedTensor<T>> Optimizer<T>::named_state() {
+  std::vector<NamedTensor<T>> out;
+  Matrix<T> s(1, 1);
+  s(0, 0) = static_cast<T>(steps_);
+  step_tensor_ = Tensor<T>(s, 0, false);
+  out.push_back({"step", step_tensor_});
+  std::size_t i = 0;
+  for (auto& g : groups_)
+    for (auto& p : g.params) {
+      for (auto& [name, buf] : state_of(i))
+        out.push_back(
+            {(p.name().empty() ? "param" + std::to_string(i) : p.name()) + "." + name, buf});
+      ++i;
+    }
+  return out;
+}
+
+template <Scalar T>
+std::optional<Tensor<T>> Optimizer<T>::first_non_finite() const {
+  for (const auto& g : groups_)
+    for (const auto& p : g.params)
+      if (!gradscope::detail::all_finite(p.grad())) return p;
+  return std::nullopt;
+}
 
 }  // namespace gradscope::optim

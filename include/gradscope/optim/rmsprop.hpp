@@ -25,64 +25,76 @@ struct RMSpropOptions {
 template <Scalar T>
 class RMSprop : public Optimizer<T> {
  public:
-  RMSprop(std::vector<Tensor<T>> params, RMSpropOptions<T> opt = {})
-      : RMSprop(std::vector<ParamGroup<T>>{{std::move(params), {}, {}}}, opt) {}
-  RMSprop(std::vector<ParamGroup<T>> groups, RMSpropOptions<T> opt)
-      : Optimizer<T>(std::move(groups)), o_(opt) {
-    if (!(opt.alpha >= 0 && opt.alpha <= 1)) throw ValueError("RMSprop: alpha must be in [0, 1]");
-    if (opt.momentum < 0 || !(opt.eps >= 0) || opt.weight_decay < 0 || opt.l1 < 0)
-      throw ValueError("RMSprop: momentum, eps, weight_decay and l1 must be >= 0");
-    this->set_lr(opt.lr);
-    this->set_non_finite_policy(opt.non_finite);
-    for (auto& p : this->parameters()) {
-      square_avg_.push_back(this->zeros_like(p));
-      grad_avg_.push_back(this->zeros_like(p));
-      momentum_.push_back(this->zeros_like(p));
-    }
-  }
+  RMSprop(std::vector<Tensor<T>> params, RMSpropOptions<T> opt = {});
+  RMSprop(std::vector<ParamGroup<T>> groups, RMSpropOptions<T> opt);
   std::string kind() const override { return "RMSprop"; }
   const RMSpropOptions<T>& options() const noexcept { return o_; }
 
  protected:
-  void apply() override {
-    std::size_t i = 0;
-    for (auto& group : this->groups_) {
-      const T lr = this->group_lr(group);
-      for (auto& p : group.params) {
-        auto g = this->work(p, 0);
-        g = p.grad();
-        this->regularize(g, p.value(), this->regularized(group, p), o_.weight_decay, o_.l1);
-        auto v = square_avg_[i].mutable_value();
-        v.array() = o_.alpha * v.array() + (T(1) - o_.alpha) * g.array().square();
-        auto denom = this->work(p, 1);
-        denom = v;
-        if (o_.centered) {
-          auto ga = grad_avg_[i].mutable_value();
-          ga = o_.alpha * ga + (T(1) - o_.alpha) * g;
-          denom.array() -= ga.array().square();
-        }
-        denom.array() = denom.array().max(T(0)).sqrt() + o_.eps;  // rounding can make v~ < 0
-        if (o_.momentum > 0) {
-          auto b = momentum_[i].mutable_value();
-          b.array() = o_.momentum * b.array() + g.array() / denom.array();
-          p.mutable_value() -= lr * b;
-        } else {
-          p.mutable_value().array() -= lr * g.array() / denom.array();
-        }
-        ++i;
-      }
-    }
-  }
-  std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) override {
-    std::vector<std::pair<std::string, Tensor<T>>> s{{"square_avg", square_avg_[i]}};
-    if (o_.centered) s.emplace_back("grad_avg", grad_avg_[i]);
-    if (o_.momentum > 0) s.emplace_back("momentum_buffer", momentum_[i]);
-    return s;
-  }
+  void apply() override;
+  std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) override;
 
  private:
   RMSpropOptions<T> o_;
   std::vector<Tensor<T>> square_avg_, grad_avg_, momentum_;
 };
+
+template <Scalar T>
+RMSprop<T>::RMSprop(std::vector<Tensor<T>> params, RMSpropOptions<T> opt)
+    : RMSprop(std::vector<ParamGroup<T>>{{std::move(params), {}, {}}}, opt) {}
+
+template <Scalar T>
+RMSprop<T>::RMSprop(std::vector<ParamGroup<T>> groups, RMSpropOptions<T> opt)
+    : Optimizer<T>(std::move(groups)), o_(opt) {
+  if (!(opt.alpha >= 0 && opt.alpha <= 1)) throw ValueError("RMSprop: alpha must be in [0, 1]");
+  if (opt.momentum < 0 || !(opt.eps >= 0) || opt.weight_decay < 0 || opt.l1 < 0)
+    throw ValueError("RMSprop: momentum, eps, weight_decay and l1 must be >= 0");
+  this->set_lr(opt.lr);
+  this->set_non_finite_policy(opt.non_finite);
+  for (auto& p : this->parameters()) {
+    square_avg_.push_back(this->zeros_like(p));
+    grad_avg_.push_back(this->zeros_like(p));
+    momentum_.push_back(this->zeros_like(p));
+  }
+}
+
+template <Scalar T>
+void RMSprop<T>::apply() {
+  std::size_t i = 0;
+  for (auto& group : this->groups_) {
+    const T lr = this->group_lr(group);
+    for (auto& p : group.params) {
+      auto g = this->work(p, 0);
+      g = p.grad();
+      this->regularize(g, p.value(), this->regularized(group, p), o_.weight_decay, o_.l1);
+      auto v = square_avg_[i].mutable_value();
+      v.array() = o_.alpha * v.array() + (T(1) - o_.alpha) * g.array().square();
+      auto denom = this->work(p, 1);
+      denom = v;
+      if (o_.centered) {
+        auto ga = grad_avg_[i].mutable_value();
+        ga = o_.alpha * ga + (T(1) - o_.alpha) * g;
+        denom.array() -= ga.array().square();
+      }
+      denom.array() = denom.array().max(T(0)).sqrt() + o_.eps;  // rounding can make v~ < 0
+      if (o_.momentum > 0) {
+        auto b = momentum_[i].mutable_value();
+        b.array() = o_.momentum * b.array() + g.array() / denom.array();
+        p.mutable_value() -= lr * b;
+      } else {
+        p.mutable_value().array() -= lr * g.array() / denom.array();
+      }
+      ++i;
+    }
+  }
+}
+
+template <Scalar T>
+std::vector<std::pair<std::string, Tensor<T>>> RMSprop<T>::state_of(std::size_t i) {
+  std::vector<std::pair<std::string, Tensor<T>>> s{{"square_avg", square_avg_[i]}};
+  if (o_.centered) s.emplace_back("grad_avg", grad_avg_[i]);
+  if (o_.momentum > 0) s.emplace_back("momentum_buffer", momentum_[i]);
+  return s;
+}
 
 }  // namespace gradscope::optim
