@@ -12,8 +12,33 @@
 // only and includes nothing, so any component header may include it.
 
 #define GRADSCOPE_CORE_INSTANCES(PREFIX, T)                                                       \
-  PREFIX class gradscope::Tensor<T>;                                                              \
-  PREFIX class gradscope::Tape<T>;                                                                \
+  /* Tensor and Tape: only their out-of-line members. An explicit instantiation of the whole      \
+     class would emit every inline member too, and GCC then inlines the hot ones (shape(),        \
+     the node append) less often in the ops: 14% more instructions per recorded op. */            \
+  PREFIX gradscope::ConstMatrixMap<T> gradscope::Tensor<T>::grad() const;                         \
+  PREFIX gradscope::HookHandle gradscope::Tensor<T>::register_hook(                               \
+      typename gradscope::Tensor<T>::HookFn);                                                     \
+  PREFIX gradscope::HookHandle gradscope::Tensor<T>::register_post_accumulate_hook(               \
+      typename gradscope::Tensor<T>::HookFn);                                                     \
+  PREFIX gradscope::HookHandle gradscope::Tensor<T>::retain_grad();                               \
+  PREFIX void gradscope::Tensor<T>::throw_bad_rank(gradscope::Index, gradscope::Index, int);      \
+  PREFIX void gradscope::Tensor<T>::throw_undefined(const char*);                                 \
+  PREFIX void gradscope::Tensor<T>::throw_not_persistent(const char*);                            \
+  PREFIX void gradscope::Tensor<T>::throw_not_single() const;                                     \
+  PREFIX gradscope::Tape<T>::Tape();                                                              \
+  PREFIX gradscope::Tape<T>::~Tape();                                                             \
+  PREFIX void gradscope::Tape<T>::backward(const gradscope::Tensor<T>&);                          \
+  PREFIX void gradscope::Tape<T>::backward(const gradscope::Tensor<T>&,                           \
+                                           const Eigen::Ref<const gradscope::Matrix<T>>&);        \
+  PREFIX std::string gradscope::Tape<T>::listing() const;                                         \
+  PREFIX gradscope::HookHandle gradscope::Tape<T>::add_hook(                                      \
+      std::uint32_t, typename gradscope::Tensor<T>::HookFn);                                      \
+  PREFIX gradscope::HookHandle gradscope::Tape<T>::retain(std::uint32_t);                         \
+  PREFIX void gradscope::Tape<T>::throw_not_live(const gradscope::Tensor<T>&, const char*) const; \
+  PREFIX void gradscope::Tape<T>::check_root(const gradscope::Tensor<T>&, const char*) const;     \
+  PREFIX void gradscope::Tape<T>::sweep(std::uint32_t,                                            \
+                                        const Eigen::Ref<const gradscope::Matrix<T>>*);           \
+  PREFIX void gradscope::Tape<T>::check_backward(const gradscope::detail::Node<T>&) const;        \
   PREFIX void gradscope::detail::backward_node<T>(gradscope::Tape<T>&,                            \
                                                   gradscope::detail::Node<T>&);                   \
   PREFIX gradscope::Tensor<T> gradscope::add<T>(const gradscope::Tensor<T>&,                      \
