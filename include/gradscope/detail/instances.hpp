@@ -107,7 +107,6 @@
   PREFIX class gradscope::optim::Adam<T>;                                                         \
   PREFIX class gradscope::optim::AdamW<T>;                                                        \
   PREFIX class gradscope::optim::RMSprop<T>;                                                      \
-  PREFIX class gradscope::optim::LrScheduler<T>;                                                  \
   PREFIX void gradscope::optim::clip_grad_value<T>(const std::vector<gradscope::Tensor<T>>&,      \
                                                    std::type_identity_t<T>);                      \
   PREFIX double gradscope::optim::grad_norm<T>(const std::vector<gradscope::Tensor<T>>&, double); \

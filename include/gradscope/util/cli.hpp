@@ -74,11 +74,11 @@ class ArgParser {
     bool is_flag_ = false, negatable_ = false, seen_ = false;
     void* target_ = nullptr;  // the caller's variable
     Setter set_ = nullptr;    // parses and stores one value (appends, for lists)
-    Setter clear_ = nullptr;  // for lists: forget the defaults
+    Setter clear_ = nullptr;  // lists only (so: an option is a list when it has one)
     std::vector<Check> checks_;
     std::vector<std::string> choices_, excludes_;
     std::string range_;
-    bool list_ = false;
+    bool is_list() const noexcept { return clear_ != nullptr; }
   };
 
   explicit ArgParser(std::string description) : description_(std::move(description)) {}
@@ -328,7 +328,7 @@ GRADSCOPE_COMPILED_API bool ArgParser::parse(const std::vector<std::string>& arg
       if (!negated) o = nullptr;
     }
     if (!o) throw ArgError("unknown option '" + name + "'" + suggestion(name));
-    if (o->seen_ && !o->list_) throw ArgError(o->name_ + ": given more than once");
+    if (o->seen_ && !o->is_list()) throw ArgError(o->name_ + ": given more than once");
     o->seen_ = true;
     if (o->is_flag_) {
       if (eq != std::string::npos) throw ArgError(name + ": a flag takes no value");
@@ -341,7 +341,7 @@ GRADSCOPE_COMPILED_API bool ArgParser::parse(const std::vector<std::string>& arg
     } else {
       while (i + 1 < args.size() && !is_option(args[i + 1])) {
         values.push_back(args[++i]);
-        if (!o->list_) break;
+        if (!o->is_list()) break;
       }
     }
     if (values.empty()) throw ArgError(o->name_ + ": needs a value (" + o->metavar_ + ")");
@@ -418,9 +418,8 @@ GRADSCOPE_COMPILED_API ArgParser::Option& ArgParser::add_value(
   o.target_ = target;
   o.set_ = set;
   o.clear_ = clear;
-  o.list_ = clear != nullptr;
   o.metavar_ = metavar;
-  if (o.list_) o.metavar_ += "...";
+  if (o.is_list()) o.metavar_ += "...";
   o.default_ = shown(target);
   return o;
 }
