@@ -128,6 +128,14 @@ TEST_CASE("elementwise unary ops and scalar operators pass the gradient check",
     for_shapes_and_seeds([&](const gs::testing::Dims& d, gs::Rng& rng) {
       require_gradients(c.f, {draw(c.domain, d.rows, d.cols, rng)});
     });
+    // One element, as a scalar [] and as a [1, 1] matrix: the scalar code paths of the forward
+    // and of the backward rules (backward_pointwise_1x1).
+    for (const auto seed : gs::testing::seeds) {
+      INFO("seed " << seed << ", one element");
+      gs::Rng rng(seed);
+      require_gradients(c.f, {draw(c.domain, 1, 1, rng)}, {0});
+      require_gradients(c.f, {draw(c.domain, 1, 1, rng)}, {2});
+    }
   }
 }
 
@@ -173,6 +181,7 @@ TEST_CASE("add, sub, mul and div broadcast on either side and pass the gradient 
       {"[c] op [r, c]", 0, 1, 1, 1, 1, 2},    {"[r, c] op [r, 1]", 1, 1, 2, 1, 0, 2},
       {"[r, 1] op [r, c]", 1, 0, 2, 1, 1, 2}, {"[r, 1] op [c]", 1, 0, 2, 0, 1, 1},
       {"[c] op [r, 1]", 0, 1, 1, 1, 0, 2},    {"[] op [c]", 0, 0, 0, 0, 1, 1},
+      {"[] op []", 0, 0, 0, 0, 0, 0},         {"[1, 1] op []", 0, 0, 2, 0, 0, 0},
   };
   auto extent = [](Index keep, Index n) { return keep ? n : Index{1}; };
   for (const auto& op : ops) {

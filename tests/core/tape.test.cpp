@@ -425,3 +425,30 @@ TEST_CASE("a long chain's backward reuses gradient buffers instead of one per no
   CHECK(x.grad().allFinite());
   CHECK(x.grad()(0, 0) > 0);
 }
+
+TEST_CASE("an elementwise rule hands its gradient buffer to its input only when it is dead",
+          "[core][tape][retain]") {
+  // 1x1 takes the scalar path of the elementwise rules, 2x3 the array path.
+  for (const gs::Index cols : {1, 3}) {
+    INFO("shape [" << (cols == 1 ? 1 : 2) << ", " << cols << "]");
+    const gs::Index rows = cols == 1 ? 1 : 2;
+    M x0(rows, cols);
+    for (gs::Index i = 0; i < x0.size(); ++i) x0.data()[i] = 0.2 + 0.15 * static_cast<double>(i);
+    gs::Tape<double> tape;
+    const auto x = tape.variable(x0);
+    const auto a = gs::tanh(x);  // used twice: by exp and by a * a
+    auto b = gs::exp(a);         // retained: its consumer's buffer must not become b's input's
+    const auto keep = b.retain_grad();
+    const auto c = gs::sigmoid(b);
+    const auto d = gs::mul(a, a);
+    tape.backward(gs::sum(gs::add(c, gs::scale(d, 0.5))));
+    // y = sigmoid(e^a) + a^2 / 2: dy/db = s (1 - s), dy/da = s (1 - s) e^a + a, dx = da (1 - a^2)
+    const Eigen::ArrayXXd av = x0.array().tanh();
+    const Eigen::ArrayXXd bv = av.exp();
+    const Eigen::ArrayXXd s = 1 / (1 + (-bv).exp());
+    const Eigen::ArrayXXd db = s * (1 - s);
+    const Eigen::ArrayXXd dx = (db * bv + av) * (1 - av.square());
+    CHECK(M(b.grad()).isApprox(db.matrix(), 1e-14));
+    CHECK(M(x.grad()).isApprox(dx.matrix(), 1e-14));
+  }
+}

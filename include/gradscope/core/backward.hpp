@@ -11,6 +11,88 @@
 
 namespace gradscope::detail {
 
+/// The backward rules of the elementwise ops of one input. For such a node this calls
+/// f(rule) and returns true, where input 0's gradient is rule(g, x, y): g the output's
+/// gradient, x the input, y the output, as arrays of the node's shape (Eigen maps, or 1x1
+/// fixed-size arrays for a one-element node); for any other node it returns false.
+template <Scalar T, class F>
+GRADSCOPE_ALWAYS_INLINE inline bool with_pointwise_rule(const Node<T>& n, F&& f) {
+  const T a = n.alpha, b = n.beta;
+  switch (n.op) {
+    case Op::neg:
+      f([](const auto& g, const auto&, const auto&) { return -g; });
+      return true;
+    case Op::scale:
+      f([a](const auto& g, const auto&, const auto&) { return a * g; });
+      return true;
+    case Op::add_scalar:
+      f([](const auto& g, const auto&, const auto&) { return g; });
+      return true;
+    case Op::mul:  // x * x, one input used twice: 2 x dx, in one pass
+      if (n.in[0] != n.in[1]) return false;
+      f([](const auto& g, const auto& x, const auto&) { return T(2) * g * x; });
+      return true;
+    case Op::pow:  // d x^p = p x^(p-1)
+      f([a](const auto& g, const auto& x, const auto&) { return g * a * x.pow(a - T(1)); });
+      return true;
+    case Op::exp:
+      f([](const auto& g, const auto&, const auto& y) { return g * y; });
+      return true;
+    case Op::log:
+      f([](const auto& g, const auto& x, const auto&) { return g / x; });
+      return true;
+    case Op::sqrt:
+      f([](const auto& g, const auto&, const auto& y) { return g * T(0.5) / y; });
+      return true;
+    case Op::square:
+      f([](const auto& g, const auto& x, const auto&) { return T(2) * g * x; });
+      return true;
+    case Op::abs:
+      f([](const auto& g, const auto& x, const auto&) { return g * x.sign(); });
+      return true;
+    case Op::clamp:  // the gradient passes where lo <= x <= hi
+      f([a, b](const auto& g, const auto& x, const auto&) {
+        return ((x >= a) && (x <= b)).select(g, T(0));
+      });
+      return true;
+    case Op::sigmoid:
+      f([](const auto& g, const auto&, const auto& y) { return g * y * (T(1) - y); });
+      return true;
+    case Op::tanh:
+      f([](const auto& g, const auto&, const auto& y) { return g * (T(1) - y.square()); });
+      return true;
+    case Op::relu:
+      f([](const auto& g, const auto& x, const auto&) { return (x > T(0)).select(g, T(0)); });
+      return true;
+    case Op::leaky_relu:
+      f([a](const auto& g, const auto& x, const auto&) { return (x > T(0)).select(g, a * g); });
+      return true;
+    case Op::elu:  // for x <= 0: d alpha (e^x - 1) = alpha e^x = y + alpha
+      f([a](const auto& g, const auto& x, const auto& y) {
+        return (x > T(0)).select(g, g * (y + a));
+      });
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// The backward step of a one-element node of an elementwise op (with_pointwise_rule), in
+/// scalar code: the rule is evaluated on 1x1 fixed-size arrays, which stay in registers. (The
+/// general path builds Eigen expressions over maps; their copies go through the stack, and
+/// reading them back stalls on store forwarding, which was most of the cost of a 1x1 step.)
+/// Returns false for any other op, which backward_node then handles.
+template <Scalar T>
+bool backward_pointwise_1x1(Tape<T>& tape, Node<T>& n) {
+  return with_pointwise_rule(n, [&](const auto& rule) GRADSCOPE_ALWAYS_INLINE {
+    using A1 = Eigen::Array<T, 1, 1>;
+    const A1 g(n.grad[0]), x(tape.node(n.in[0]).value[0]), y(n.value[0]);
+    const T d = rule(g, x, y).coeff(0, 0);
+    const auto [p, fresh] = tape.pointwise_target(n, n.in[0]);
+    *p = fresh ? d : *p + d;
+  });
+}
+
 template <Scalar T>
 void backward_node(Tape<T>& tape, Node<T>& n) {
   const ConstMatrixMap<T> G(n.grad, n.rows, n.cols);
@@ -70,6 +152,18 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     return true;
   };
 
+  if (n.op == Op::add_scalar && pass_through(0)) return;
+  // The elementwise ops of one input (detail::with_pointwise_rule).
+  if (with_pointwise_rule(n, [&](const auto& rule) GRADSCOPE_ALWAYS_INLINE {
+        const auto [p, fresh] = tape.pointwise_target(n, n.in[0]);
+        auto gx = MatrixMap<T>(p, R, C).array();  // may be G itself: coefficient-wise, no alias
+        if (fresh)
+          gx = rule(G.array(), X(0).array(), Y.array());
+        else
+          gx += rule(G.array(), X(0).array(), Y.array());
+      }))
+    return;
+
   switch (n.op) {
     case Op::add:  // d(a + b) = da + db
       if (wants(0) && !pass_through(0)) give(0, G.array());
@@ -79,11 +173,7 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       if (wants(0)) give(0, G.array());
       if (wants(1)) give(1, -G.array());
       break;
-    case Op::mul:                // d(a b) = b da + a db
-      if (n.in[0] == n.in[1]) {  // x * x (same shape): 2 x dx, one pass instead of two
-        if (wants(0)) acc(0, T(2) * G.array() * X(0).array());
-        break;
-      }
+    case Op::mul:  // d(a b) = b da + a db (x * x is in the elementwise table)
       if (wants(0)) with_expanded(X(1), R, C, [&](const auto& b) { give(0, G.array() * b); });
       if (wants(1)) with_expanded(X(0), R, C, [&](const auto& a) { give(1, G.array() * a); });
       break;
@@ -92,53 +182,6 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
         if (wants(0)) give(0, G.array() / b);
         if (wants(1)) give(1, -G.array() * Y.array() / b);
       });
-      break;
-    case Op::neg:
-      acc(0, -G.array());
-      break;
-    case Op::scale:
-      acc(0, n.alpha * G.array());
-      break;
-    case Op::add_scalar:
-      if (!pass_through(0)) acc(0, G.array());
-      break;
-    case Op::pow:  // d x^p = p x^(p-1)
-      acc(0, G.array() * n.alpha * X(0).array().pow(n.alpha - T(1)));
-      break;
-    case Op::exp:
-      acc(0, G.array() * Y.array());
-      break;
-    case Op::log:
-      acc(0, G.array() / X(0).array());
-      break;
-    case Op::sqrt:
-      acc(0, G.array() * T(0.5) / Y.array());
-      break;
-    case Op::square:
-      acc(0, T(2) * G.array() * X(0).array());
-      break;
-    case Op::abs:
-      acc(0, G.array() * X(0).array().sign());
-      break;
-    case Op::clamp: {
-      const auto x = X(0).array();
-      acc(0, ((x >= n.alpha) && (x <= n.beta)).select(G.array(), T(0)));
-      break;
-    }
-    case Op::sigmoid:
-      acc(0, G.array() * Y.array() * (T(1) - Y.array()));
-      break;
-    case Op::tanh:
-      acc(0, G.array() * (T(1) - Y.array().square()));
-      break;
-    case Op::relu:
-      acc(0, (X(0).array() > T(0)).select(G.array(), T(0)));
-      break;
-    case Op::leaky_relu:
-      acc(0, (X(0).array() > T(0)).select(G.array(), n.alpha * G.array()));
-      break;
-    case Op::elu:  // for x <= 0: d alpha (e^x - 1) = alpha e^x = y + alpha
-      acc(0, (X(0).array() > T(0)).select(G.array(), G.array() * (Y.array() + n.alpha)));
       break;
     case Op::matmul: {  // C = op(A) op(B)
       const auto A = X(0);
@@ -272,6 +315,22 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     case Op::variable:
     case Op::parameter:
     case Op::count_:
+      break;
+    case Op::neg:  // the elementwise ops of one input: done above (with_pointwise_rule)
+    case Op::scale:
+    case Op::add_scalar:
+    case Op::pow:
+    case Op::exp:
+    case Op::log:
+    case Op::sqrt:
+    case Op::square:
+    case Op::abs:
+    case Op::clamp:
+    case Op::sigmoid:
+    case Op::tanh:
+    case Op::relu:
+    case Op::leaky_relu:
+    case Op::elu:
       break;
   }
 }

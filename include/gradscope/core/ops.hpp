@@ -19,27 +19,37 @@ namespace detail {
 template <class T>
 using Arr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// a (op) b elementwise, broadcasting. One element is computed on 1x1 fixed-size arrays (scalar
+// code, see backward_pointwise_1x1).
 template <Scalar T, class F>
 Tensor<T> binary(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
-  const Shape sa = a.shape(), sb = b.shape();
-  if (sa.rows == sb.rows && sa.cols == sb.cols) {  // no broadcasting: the common case, kept lean
-    Recorder<T> r(op, {&a, &b}, Shape{sa.rows, sa.cols, std::max(sa.rank, sb.rank)});
-    assign(r.out().array(), f(r.in(0).array(), r.in(1).array()));
+  Recorder<T> r(op, a, b);
+  if (r.same_shape()) {  // no broadcasting: the common case, kept lean
+    if (r.out().size() == 1) {
+      using A1 = Eigen::Array<T, 1, 1>;
+      r.out().data()[0] = f(A1(r.in(0).data()[0]), A1(r.in(1).data()[0])).coeff(0, 0);
+    } else {
+      r.out().array() = f(r.in(0).array(), r.in(1).array());
+    }
     return r.finish();
   }
-  const Shape s = broadcast_shape(op_name(op), sa, sb);
-  Recorder<T> r(op, {&a, &b}, s);
-  with_expanded(r.in(0), s.rows, s.cols, [&](const auto& x) {
-    with_expanded(r.in(1), s.rows, s.cols, [&](const auto& y) { r.out().array() = f(x, y); });
+  const Index rows = r.out().rows(), cols = r.out().cols();
+  with_expanded(r.in(0), rows, cols, [&](const auto& x) {
+    with_expanded(r.in(1), rows, cols, [&](const auto& y) { r.out().array() = f(x, y); });
   });
   return r.finish();
 }
 
+// y = f(x) elementwise. A one-element x is computed as a 1x1 fixed-size array, which compiles to
+// scalar code (see backward_pointwise_1x1).
 template <Scalar T, class F>
 Tensor<T> unary(Op op, const Tensor<T>& x, F f, T alpha = 0, T beta = 0) {
-  Recorder<T> r(op, {&x}, x.shape());
+  Recorder<T> r(op, x);
   r.set_args(alpha, beta);
-  assign(r.out().array(), f(r.in(0).array()));
+  if (r.out().size() == 1)
+    r.out().data()[0] = f(Eigen::Array<T, 1, 1>(r.in(0).data()[0])).coeff(0, 0);
+  else
+    r.out().array() = f(r.in(0).array());
   return r.finish();
 }
 

@@ -23,6 +23,8 @@ inline std::uint64_t next_generation() noexcept {
 }
 template <Scalar T>
 void backward_node(Tape<T>& tape, Node<T>& node);
+template <Scalar T>
+bool backward_pointwise_1x1(Tape<T>& tape, Node<T>& node);
 struct TapeToken {
   std::uint64_t generation = 0;
 };
@@ -118,6 +120,19 @@ class Tape {
     }
     n.grad = take_buffer(n.size());
     return {n.grad, true};
+  }
+  /// As grad_target, for the rule of an elementwise op `n` of one input `i` (same shape): when
+  /// the input has no gradient yet and is not a parameter, and n's gradient is not retained for
+  /// the user, it takes n's gradient buffer itself, which is dead once n's rule has run (the rule
+  /// reads each element of it before it writes the same element). A chain of elementwise ops
+  /// then back-propagates in one buffer, with no buffer taken or released per op.
+  std::pair<T*, bool> pointwise_target(detail::Node<T>& n, std::uint32_t i) {
+    auto& in = nodes_[i];
+    if (!in.grad && !n.retain && in.op != detail::Op::parameter) {
+      in.grad = n.grad;
+      return {n.grad, true};
+    }
+    return grad_target(i);
   }
   /// The leaf node standing for a persistent tensor on this tape (one per storage per reset).
   std::uint32_t leaf_for(const std::shared_ptr<detail::Storage<T>>& s) {
@@ -347,7 +362,8 @@ void Tape<T>::sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed)
       continue;
     }
     if (n.is_leaf()) continue;
-    detail::backward_node(*this, n);
+    if (n.rows != 1 || n.cols != 1 || !detail::backward_pointwise_1x1(*this, n))
+      detail::backward_node(*this, n);
     if (anomaly) check_backward(n);
     release_buffer(n);
   }

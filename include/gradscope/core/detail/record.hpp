@@ -10,6 +10,7 @@
 
 #include "../mode.hpp"
 #include "../tape.hpp"
+#include "broadcast.hpp"
 
 namespace gradscope::detail {
 
@@ -25,46 +26,68 @@ class Recorder {
   // read back as wider words, was copied through the stack with loads spanning several stores,
   // and those store-forwarding stalls were a third of the cost of recording a 1x1 op.
   Recorder(Op op, std::initializer_list<const Tensor<T>*> inputs, const Shape& out) : op_(op) {
-    bool any_grad = false;
-    for (const Tensor<T>* t : inputs) {
-      if (!t || !t->defined()) continue;
-      if (t->tape_) {
-        t->tape_->check_live(*t, op_name(op));
-        if (tape_ && tape_ != t->tape_) throw_mixed_tapes(op);
-        tape_ = t->tape_;
-        any_grad = any_grad || t->tape_->node(t->index_).requires_grad;
-      } else {
-        any_grad = any_grad || t->storage_->requires_grad;
+    init(inputs, out);
+  }
+  /// For an elementwise op of one input x: the output has x's shape. When x lives on a tape (the
+  /// common case) its node is checked and read once, for the output's shape, the gradient flag
+  /// and the input's map.
+  Recorder(Op op, const Tensor<T>& x) : op_(op) {
+    if (!x.tape_) {
+      init({&x}, x.shape());  // a persistent or undefined x (shape() throws for the latter)
+      return;
+    }
+    x.tape_->check_live(x, op_name(op));
+    tape_ = x.tape_;
+    const Node<T>& in = tape_->node(x.index_);
+    // Copied before the append, which may move the node list.
+    const T* in_value = in.value;
+    const Index rows = in.rows, cols = in.cols;
+    const std::uint8_t rank = in.rank;
+    const bool grad = in.requires_grad && grad_enabled();
+    T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(rows * cols));
+    index_ = tape_->append(op, rows, cols, rank, grad, value, current_label(), x.index_);
+    recording_ = grad;
+    new (&inputs_[0]) ConstMatrixMap<T>(in_value, rows, cols);
+    new (&out_) MatrixMap<T>(value, rows, cols);
+  }
+  /// For an elementwise op of two inputs: the output has their broadcast shape. When both live
+  /// on one tape and have the same shape (the common case), their nodes are checked and read
+  /// once.
+  Recorder(Op op, const Tensor<T>& a, const Tensor<T>& b) : op_(op) {
+    if (a.tape_ && a.tape_ == b.tape_) {
+      a.tape_->check_live(a, op_name(op));
+      a.tape_->check_live(b, op_name(op));
+      const Node<T>& na = a.tape_->node(a.index_);
+      const Node<T>& nb = a.tape_->node(b.index_);
+      if (na.rows == nb.rows && na.cols == nb.cols) {
+        tape_ = a.tape_;
+        // Copied before the append, which may move the node list.
+        const T* va = na.value;
+        const T* vb = nb.value;
+        const Index rows = na.rows, cols = na.cols;
+        const std::uint8_t rank = std::max(na.rank, nb.rank);
+        const bool grad = (na.requires_grad || nb.requires_grad) && grad_enabled();
+        T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(rows * cols));
+        index_ =
+            tape_->append(op, rows, cols, rank, grad, value, current_label(), a.index_, b.index_);
+        recording_ = grad;
+        new (&inputs_[0]) ConstMatrixMap<T>(va, rows, cols);
+        new (&inputs_[1]) ConstMatrixMap<T>(vb, rows, cols);
+        new (&out_) MatrixMap<T>(value, rows, cols);
+        same_shape_ = true;
+        return;
       }
     }
-    const bool grad = any_grad && grad_enabled();
-    if (!tape_ && grad) tape_ = current_tape<T>();
-    const std::size_t count = inputs.size();
-    const Tensor<T>* const* input = inputs.begin();
-    if (tape_) {
-      // Input leaves first (leaf_for may append nodes), then this op's node, filled in place.
-      const std::uint32_t i0 = count > 0 ? index_of(input[0]) : no_input;
-      const std::uint32_t i1 = count > 1 ? index_of(input[1]) : no_input;
-      const std::uint32_t i2 = count > 2 ? index_of(input[2]) : no_input;
-      T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(out.size()));
-      index_ = tape_->append(op, out.rows, out.cols, static_cast<std::uint8_t>(out.rank), grad,
-                             value, current_label(), i0, i1, i2);
-      recording_ = grad;
-      map_input(0, i0);
-      map_input(1, i1);
-      map_input(2, i2);
-      new (&out_) MatrixMap<T>(value, out.rows, out.cols);
-    } else {
-      for (std::size_t k = 0; k < count; ++k)
-        if (input[k] && input[k]->defined()) new (&inputs_[k]) ConstMatrixMap<T>(input[k]->value());
-      storage_ = std::make_shared<Storage<T>>();
-      storage_->value.resize(out.rows, out.cols);
-      storage_->rank = out.rank;
-      new (&out_) MatrixMap<T>(storage_->value.data(), out.rows, out.cols);
-    }
+    const Shape sa = a.shape(), sb = b.shape();  // throw for an undefined input
+    same_shape_ = sa.rows == sb.rows && sa.cols == sb.cols;
+    init({&a, &b}, same_shape_ ? Shape{sa.rows, sa.cols, std::max(sa.rank, sb.rank)}
+                               : broadcast_shape(op_name(op), sa, sb));
   }
   Recorder(const Recorder&) = delete;
   Recorder& operator=(const Recorder&) = delete;
+
+  /// For the two-input constructor: whether the inputs have one shape (no broadcasting).
+  bool same_shape() const { return same_shape_; }
 
   /// The value of input k.
   const ConstMatrixMap<T>& in(int k) const { return inputs_[k]; }
@@ -107,6 +130,47 @@ class Recorder {
   }
 
  private:
+  void init(std::initializer_list<const Tensor<T>*> inputs, const Shape& out) {
+    const Op op = op_;
+    bool any_grad = false;
+    for (const Tensor<T>* t : inputs) {
+      if (!t || !t->defined()) continue;
+      if (t->tape_) {
+        t->tape_->check_live(*t, op_name(op));
+        if (tape_ && tape_ != t->tape_) throw_mixed_tapes(op);
+        tape_ = t->tape_;
+        any_grad = any_grad || t->tape_->node(t->index_).requires_grad;
+      } else {
+        any_grad = any_grad || t->storage_->requires_grad;
+      }
+    }
+    const bool grad = any_grad && grad_enabled();
+    if (!tape_ && grad) tape_ = current_tape<T>();
+    const std::size_t count = inputs.size();
+    const Tensor<T>* const* input = inputs.begin();
+    if (tape_) {
+      // Input leaves first (leaf_for may append nodes), then this op's node, filled in place.
+      const std::uint32_t i0 = count > 0 ? index_of(input[0]) : no_input;
+      const std::uint32_t i1 = count > 1 ? index_of(input[1]) : no_input;
+      const std::uint32_t i2 = count > 2 ? index_of(input[2]) : no_input;
+      T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(out.size()));
+      index_ = tape_->append(op, out.rows, out.cols, static_cast<std::uint8_t>(out.rank), grad,
+                             value, current_label(), i0, i1, i2);
+      recording_ = grad;
+      map_input(0, i0);
+      map_input(1, i1);
+      map_input(2, i2);
+      new (&out_) MatrixMap<T>(value, out.rows, out.cols);
+    } else {
+      for (std::size_t k = 0; k < count; ++k)
+        if (input[k] && input[k]->defined()) new (&inputs_[k]) ConstMatrixMap<T>(input[k]->value());
+      storage_ = std::make_shared<Storage<T>>();
+      storage_->value.resize(out.rows, out.cols);
+      storage_->rank = out.rank;
+      new (&out_) MatrixMap<T>(storage_->value.data(), out.rows, out.cols);
+    }
+  }
+
   std::uint32_t index_of(const Tensor<T>* t) {
     if (!t || !t->defined()) return no_input;
     return t->tape_ ? t->index_ : leaf_index(t);
@@ -140,6 +204,7 @@ class Recorder {
   Tape<T>* tape_ = nullptr;
   std::uint32_t index_ = 0;
   bool recording_ = false;
+  bool same_shape_ = false;
   std::shared_ptr<Storage<T>> storage_;
   ConstMatrixMap<T> inputs_[3] = {{nullptr, 0, 0}, {nullptr, 0, 0}, {nullptr, 0, 0}};
   MatrixMap<T> out_{nullptr, 0, 0};
