@@ -436,11 +436,13 @@ TEST_CASE("an elementwise rule hands its gradient buffer to its input only when 
     for (gs::Index i = 0; i < x0.size(); ++i) x0.data()[i] = 0.2 + 0.15 * static_cast<double>(i);
     gs::Tape<double> tape;
     const auto x = tape.variable(x0);
-    const auto a = gs::tanh(x);  // used twice: by exp and by a * a
-    auto b = gs::exp(a);         // retained: its consumer's buffer must not become b's input's
+    const auto a = gs::tanh(x);  // used twice: by a * a and by exp
+    const auto d = gs::mul(a, a);
+    // b is swept before d, while a has no gradient yet, and b is retained: b's buffer must not
+    // become a's (c's buffer does become b's).
+    auto b = gs::exp(a);
     const auto keep = b.retain_grad();
     const auto c = gs::sigmoid(b);
-    const auto d = gs::mul(a, a);
     tape.backward(gs::sum(gs::add(c, gs::scale(d, 0.5))));
     // y = sigmoid(e^a) + a^2 / 2: dy/db = s (1 - s), dy/da = s (1 - s) e^a + a, dx = da (1 - a^2)
     const Eigen::ArrayXXd av = x0.array().tanh();
@@ -450,5 +452,9 @@ TEST_CASE("an elementwise rule hands its gradient buffer to its input only when 
     const Eigen::ArrayXXd dx = (db * bv + av) * (1 - av.square());
     CHECK(M(b.grad()).isApprox(db.matrix(), 1e-14));
     CHECK(M(x.grad()).isApprox(dx.matrix(), 1e-14));
+    // c handed its buffer to b: retained only after backward, c has no gradient to show.
+    auto c_late = c;
+    const auto late = c_late.retain_grad();
+    CHECK((c_late.grad().array() == 0).all());
   }
 }

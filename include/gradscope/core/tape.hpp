@@ -198,7 +198,10 @@ class Tape {
   void release_buffer(detail::Node<T>& n) {
     if (n.retain) return;
     for (auto k : n.in)
-      if (k != detail::no_input && nodes_[k].grad == n.grad) return;  // passed through
+      if (k != detail::no_input && nodes_[k].grad == n.grad) {  // passed through: the input's now
+        n.grad = nullptr;
+        return;
+      }
     free_.emplace_back(n.size(), n.grad);
     n.grad = nullptr;
   }
