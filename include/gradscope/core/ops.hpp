@@ -19,18 +19,12 @@ namespace detail {
 template <class T>
 using Arr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// a (op) b elementwise, broadcasting. One element is computed on 1x1 fixed-size arrays (scalar
-// code, see backward_pointwise_1x1).
+// a (op) b elementwise, broadcasting (one element in scalar code: eval_pointwise).
 template <Scalar T, class F>
 Tensor<T> binary(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
   Recorder<T> r(op, a, b);
   if (r.same_shape()) {  // no broadcasting: the common case, kept lean
-    if (r.out().size() == 1) {
-      using A1 = Eigen::Array<T, 1, 1>;
-      r.out().data()[0] = f(A1(r.in(0).data()[0]), A1(r.in(1).data()[0])).coeff(0, 0);
-    } else {
-      r.out().array() = f(r.in(0).array(), r.in(1).array());
-    }
+    eval_pointwise(r.out(), f, r.in(0), r.in(1));
     return r.finish();
   }
   const Index rows = r.out().rows(), cols = r.out().cols();
@@ -40,16 +34,12 @@ Tensor<T> binary(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
   return r.finish();
 }
 
-// y = f(x) elementwise. A one-element x is computed as a 1x1 fixed-size array, which compiles to
-// scalar code (see backward_pointwise_1x1).
+// y = f(x) elementwise (one element in scalar code: eval_pointwise).
 template <Scalar T, class F>
 Tensor<T> unary(Op op, const Tensor<T>& x, F f, T alpha = 0, T beta = 0) {
   Recorder<T> r(op, x);
   r.set_args(alpha, beta);
-  if (r.out().size() == 1)
-    r.out().data()[0] = f(Eigen::Array<T, 1, 1>(r.in(0).data()[0])).coeff(0, 0);
-  else
-    r.out().array() = f(r.in(0).array());
+  eval_pointwise(r.out(), f, r.in(0));
   return r.finish();
 }
 

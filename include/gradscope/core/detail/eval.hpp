@@ -26,4 +26,16 @@ inline void add_assign(Dst&& dst, const E& e) {
     dst += e;
 }
 
+/// out = f(in...) for an elementwise f of same-shape inputs (Eigen maps). One element is
+/// computed on 1x1 fixed-size arrays, which compiles to scalar code in registers (Eigen
+/// expressions over maps are copied through the stack, and reading the copies back stalls).
+template <class Out, class F, class... In>
+inline void eval_pointwise(Out& out, F&& f, const In&... in) {
+  using A1 = Eigen::Array<typename Out::Scalar, 1, 1>;
+  if (out.size() == 1)
+    out.data()[0] = f(A1(in.data()[0])...).coeff(0, 0);
+  else
+    out.array() = f(in.array()...);
+}
+
 }  // namespace gradscope::detail

@@ -44,11 +44,7 @@ class Recorder {
     const Index rows = in.rows, cols = in.cols;
     const std::uint8_t rank = in.rank;
     const bool grad = in.requires_grad && grad_enabled();
-    T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(rows * cols));
-    index_ = tape_->append(op, rows, cols, rank, grad, value, current_label(), x.index_);
-    recording_ = grad;
-    new (&inputs_[0]) ConstMatrixMap<T>(in_value, rows, cols);
-    new (&out_) MatrixMap<T>(value, rows, cols);
+    append_elementwise(rows, cols, rank, grad, x.index_, in_value);
   }
   /// For an elementwise op of two inputs: the output has their broadcast shape. When both live
   /// on one tape and have the same shape (the common case), their nodes are checked and read
@@ -67,13 +63,7 @@ class Recorder {
         const Index rows = na.rows, cols = na.cols;
         const std::uint8_t rank = std::max(na.rank, nb.rank);
         const bool grad = (na.requires_grad || nb.requires_grad) && grad_enabled();
-        T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(rows * cols));
-        index_ =
-            tape_->append(op, rows, cols, rank, grad, value, current_label(), a.index_, b.index_);
-        recording_ = grad;
-        new (&inputs_[0]) ConstMatrixMap<T>(va, rows, cols);
-        new (&inputs_[1]) ConstMatrixMap<T>(vb, rows, cols);
-        new (&out_) MatrixMap<T>(value, rows, cols);
+        append_elementwise(rows, cols, rank, grad, a.index_, va, b.index_, vb);
         same_shape_ = true;
         return;
       }
@@ -130,6 +120,16 @@ class Recorder {
   }
 
  private:
+  // The fast paths' common tail: this op's node over inputs already on tape_, of its shape.
+  void append_elementwise(Index rows, Index cols, std::uint8_t rank, bool grad, std::uint32_t i0,
+                          const T* v0, std::uint32_t i1 = no_input, const T* v1 = nullptr) {
+    T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(rows * cols));
+    index_ = tape_->append(op_, rows, cols, rank, grad, value, current_label(), i0, i1);
+    recording_ = grad;
+    new (&inputs_[0]) ConstMatrixMap<T>(v0, rows, cols);
+    if (v1) new (&inputs_[1]) ConstMatrixMap<T>(v1, rows, cols);
+    new (&out_) MatrixMap<T>(value, rows, cols);
+  }
   void init(std::initializer_list<const Tensor<T>*> inputs, const Shape& out) {
     const Op op = op_;
     bool any_grad = false;
