@@ -81,9 +81,10 @@ GRADSCOPE_ALWAYS_INLINE inline bool with_pointwise_rule(const Node<T>& n, F&& f)
 /// scalar code: the rule is evaluated on 1x1 fixed-size arrays, which stay in registers. (The
 /// general path builds Eigen expressions over maps; their copies go through the stack, and
 /// reading them back stalls on store forwarding, which was most of the cost of a 1x1 step.)
-/// Returns false for any other op, which backward_node then handles.
+/// Returns false for any other op, which backward_node then handles. Inlined into the sweep: the
+/// call cost as much as the rule.
 template <Scalar T>
-bool backward_pointwise_1x1(Tape<T>& tape, Node<T>& n) {
+GRADSCOPE_ALWAYS_INLINE inline bool backward_pointwise_1x1(Tape<T>& tape, Node<T>& n) {
   return with_pointwise_rule(n, [&](const auto& rule) GRADSCOPE_ALWAYS_INLINE {
     using A1 = Eigen::Array<T, 1, 1>;
     const A1 g(n.grad[0]), x(tape.node(n.in[0]).value[0]), y(n.value[0]);

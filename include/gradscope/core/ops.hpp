@@ -19,11 +19,11 @@ namespace detail {
 template <class T>
 using Arr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// a (op) b elementwise, broadcasting (one element in scalar code: eval_pointwise).
+// a (op) b elementwise, broadcasting, for inputs off the fast path (Recorder::record_pointwise).
 template <Scalar T, class F>
-Tensor<T> binary(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
+[[gnu::noinline]] Tensor<T> binary_general(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
   Recorder<T> r(op, a, b);
-  if (r.same_shape()) {  // no broadcasting: the common case, kept lean
+  if (r.same_shape()) {
     eval_pointwise(r.out(), f, r.in(0), r.in(1));
     return r.finish();
   }
@@ -34,13 +34,30 @@ Tensor<T> binary(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
   return r.finish();
 }
 
-// y = f(x) elementwise (one element in scalar code: eval_pointwise).
+// a (op) b elementwise, broadcasting (one element in scalar code: eval_pointwise).
 template <Scalar T, class F>
-Tensor<T> unary(Op op, const Tensor<T>& x, F f, T alpha = 0, T beta = 0) {
-  Recorder<T> r(op, x);
+Tensor<T> binary(Op op, const Tensor<T>& a, const Tensor<T>& b, F f) {
+  Tensor<T> y;
+  if (!Recorder<T>::record_pointwise(y, op, T(0), T(0), f, a, b)) y = binary_general(op, a, b, f);
+  return y;
+}
+
+// y = f(x) elementwise, for an x off the fast path (Recorder::record_pointwise).
+template <Scalar T, class F>
+[[gnu::noinline]] Tensor<T> unary_general(Op op, const Tensor<T>& x, F f, T alpha, T beta) {
+  Recorder<T> r(op, {&x}, x.shape());  // shape() throws for an undefined x
   r.set_args(alpha, beta);
   eval_pointwise(r.out(), f, r.in(0));
   return r.finish();
+}
+
+// y = f(x) elementwise (one element in scalar code: eval_pointwise).
+template <Scalar T, class F>
+Tensor<T> unary(Op op, const Tensor<T>& x, F f, T alpha = 0, T beta = 0) {
+  Tensor<T> y;
+  if (!Recorder<T>::record_pointwise(y, op, alpha, beta, f, x))
+    y = unary_general(op, x, f, alpha, beta);
+  return y;
 }
 
 inline void check_finite_arg(const char* op, const char* name, double v) {

@@ -24,7 +24,7 @@ inline std::uint64_t next_generation() noexcept {
 template <Scalar T>
 void backward_node(Tape<T>& tape, Node<T>& node);
 template <Scalar T>
-bool backward_pointwise_1x1(Tape<T>& tape, Node<T>& node);
+GRADSCOPE_ALWAYS_INLINE inline bool backward_pointwise_1x1(Tape<T>& tape, Node<T>& node);
 struct TapeToken {
   std::uint64_t generation = 0;
 };
@@ -93,11 +93,13 @@ class Tape {
   /// node assembled on the stack and then copied in stalls on store forwarding, and a
   /// value-initialised one filled afterwards is zeroed with `rep stosq`: each cost a third or
   /// more of recording an op.)
-  std::uint32_t append(detail::Op op, Index rows, Index cols, std::uint8_t rank, bool requires_grad,
-                       T* value, const char* label = nullptr, std::uint32_t in0 = detail::no_input,
-                       std::uint32_t in1 = detail::no_input, std::uint32_t in2 = detail::no_input) {
-    nodes_.emplace_back(op, rows, cols, rank, requires_grad, value, label, in0, in1, in2);
-    return static_cast<std::uint32_t>(nodes_.size() - 1);
+  GRADSCOPE_ALWAYS_INLINE std::uint32_t append(detail::Op op, Index rows, Index cols,
+                                               std::uint8_t rank, bool requires_grad, T* value,
+                                               const char* label = nullptr,
+                                               std::uint32_t in0 = detail::no_input,
+                                               std::uint32_t in1 = detail::no_input,
+                                               std::uint32_t in2 = detail::no_input) {
+    return nodes_.append(op, rows, cols, rank, requires_grad, value, label, in0, in1, in2);
   }
   /// The gradient buffer of node i, allocated and zeroed on first use. A parameter without
   /// gradient hooks accumulates straight into its persistent gradient (no copy, no extra pass);
@@ -110,7 +112,7 @@ class Tape {
   }
   /// The gradient buffer of node i for a backward rule, and whether this is its first
   /// contribution: then it was just allocated, uninitialised, and the rule assigns to it.
-  std::pair<T*, bool> grad_target(std::uint32_t i) {
+  GRADSCOPE_ALWAYS_INLINE std::pair<T*, bool> grad_target(std::uint32_t i) {
     auto& n = nodes_[i];
     if (n.grad) return {n.grad, false};
     auto* s = n.op == detail::Op::parameter ? static_cast<detail::Storage<T>*>(n.aux) : nullptr;
@@ -124,13 +126,16 @@ class Tape {
   /// As grad_target, for the rule of an elementwise op `n` of one input `i` (same shape): when
   /// the input has no gradient yet and is not a parameter, and n's gradient is not retained for
   /// the user, it takes n's gradient buffer itself, which is dead once n's rule has run (the rule
-  /// reads each element of it before it writes the same element). A chain of elementwise ops
-  /// then back-propagates in one buffer, with no buffer taken or released per op.
-  std::pair<T*, bool> pointwise_target(detail::Node<T>& n, std::uint32_t i) {
+  /// reads each element of it before it writes the same element), and n forgets it. A chain of
+  /// elementwise ops then back-propagates in one buffer, with no buffer taken or released per op.
+  GRADSCOPE_ALWAYS_INLINE std::pair<T*, bool> pointwise_target(detail::Node<T>& n,
+                                                               std::uint32_t i) {
     auto& in = nodes_[i];
     if (!in.grad && !n.retain && in.op != detail::Op::parameter) {
-      in.grad = n.grad;
-      return {n.grad, true};
+      T* p = n.grad;
+      in.grad = p;
+      n.grad = nullptr;
+      return {p, true};
     }
     return grad_target(i);
   }
@@ -148,9 +153,11 @@ class Tape {
     s->leaf_index = index;
     return index;
   }
-  /// Checks that `t` was recorded on this tape since the last reset.
-  void check_live(const Tensor<T>& t, const char* what) const {
-    if (t.tape_ != this || t.generation_ != generation_ || t.index_ >= nodes_.size()) [[unlikely]]
+  /// Checks that `t` was recorded on this tape since the last reset. (Its index is then valid:
+  /// only the tape and the Recorder make tape tensors, from indices of nodes they appended, and
+  /// nodes are only removed by reset(), which starts a new generation.)
+  GRADSCOPE_ALWAYS_INLINE void check_live(const Tensor<T>& t, const char* what) const {
+    if (t.tape_ != this || t.generation_ != generation_) [[unlikely]]
       throw_not_live(t, what);
   }
 
@@ -196,7 +203,7 @@ class Tape {
     return arena_.allocate_array<T>(static_cast<std::size_t>(size));
   }
   void release_buffer(detail::Node<T>& n) {
-    if (n.retain) return;
+    if (n.retain || !n.grad) return;  // kept for the user, or handed to an input already
     for (auto k : n.in)
       if (k != detail::no_input && nodes_[k].grad == n.grad) {  // passed through: the input's now
         n.grad = nullptr;
@@ -208,7 +215,7 @@ class Tape {
 
   void check_backward(const detail::Node<T>& n) const;
 
-  std::vector<detail::Node<T>> nodes_;
+  detail::NodeList<T> nodes_;
   detail::Arena arena_;
   std::vector<std::pair<Index, T*>> free_;  // recycled gradient buffers (see take_buffer)
   std::vector<std::shared_ptr<detail::Storage<T>>> kept_;  // persistent inputs stay alive
@@ -268,7 +275,7 @@ void Tape<T>::backward(const Tensor<T>& y, const Eigen::Ref<const Matrix<T>>& se
 template <Scalar T>
 std::string Tape<T>::listing() const {
   std::ostringstream os;
-  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+  for (std::uint32_t i = 0; i < nodes_.size(); ++i) {
     const auto& n = nodes_[i];
     os << i << ' ' << detail::op_name(n.op) << ' ' << n.shape();
     for (auto k : n.in)

@@ -2,15 +2,18 @@
 // Recorder: the one place that decides whether an op is recorded on a tape or evaluated eagerly,
 // and that allocates its output.
 
+#include <algorithm>
 #include <initializer_list>
 #include <memory>
 #include <new>
 #include <sstream>
+#include <type_traits>
 #include <vector>
 
 #include "../mode.hpp"
 #include "../tape.hpp"
 #include "broadcast.hpp"
+#include "eval.hpp"
 
 namespace gradscope::detail {
 
@@ -28,50 +31,53 @@ class Recorder {
   Recorder(Op op, std::initializer_list<const Tensor<T>*> inputs, const Shape& out) : op_(op) {
     init(inputs, out);
   }
-  /// For an elementwise op of one input x: the output has x's shape. When x lives on a tape (the
-  /// common case) its node is checked and read once, for the output's shape, the gradient flag
-  /// and the input's map.
-  Recorder(Op op, const Tensor<T>& x) : op_(op) {
-    if (!x.tape_) {
-      init({&x}, x.shape());  // a persistent or undefined x (shape() throws for the latter)
-      return;
-    }
-    x.tape_->check_live(x, op_name(op));
-    tape_ = x.tape_;
-    const Node<T>& in = tape_->node(x.index_);
-    // Copied before the append, which may move the node list.
-    const T* in_value = in.value;
-    const Index rows = in.rows, cols = in.cols;
-    const std::uint8_t rank = in.rank;
-    const bool grad = in.requires_grad && grad_enabled();
-    append_elementwise(rows, cols, rank, grad, x.index_, in_value);
-  }
-  /// For an elementwise op of two inputs: the output has their broadcast shape. When both live
-  /// on one tape and have the same shape (the common case), their nodes are checked and read
-  /// once.
+  /// For an elementwise op of two inputs: the output has their broadcast shape.
   Recorder(Op op, const Tensor<T>& a, const Tensor<T>& b) : op_(op) {
-    if (a.tape_ && a.tape_ == b.tape_) {
-      a.tape_->check_live(a, op_name(op));
-      a.tape_->check_live(b, op_name(op));
-      const Node<T>& na = a.tape_->node(a.index_);
-      const Node<T>& nb = a.tape_->node(b.index_);
-      if (na.rows == nb.rows && na.cols == nb.cols) {
-        tape_ = a.tape_;
-        // Copied before the append, which may move the node list.
-        const T* va = na.value;
-        const T* vb = nb.value;
-        const Index rows = na.rows, cols = na.cols;
-        const std::uint8_t rank = std::max(na.rank, nb.rank);
-        const bool grad = (na.requires_grad || nb.requires_grad) && grad_enabled();
-        append_elementwise(rows, cols, rank, grad, a.index_, va, b.index_, vb);
-        same_shape_ = true;
-        return;
-      }
-    }
     const Shape sa = a.shape(), sb = b.shape();  // throw for an undefined input
     same_shape_ = sa.rows == sb.rows && sa.cols == sb.cols;
     init({&a, &b}, same_shape_ ? Shape{sa.rows, sa.cols, std::max(sa.rank, sb.rank)}
                                : broadcast_shape(op_name(op), sa, sb));
+  }
+
+  /// The common case of the elementwise ops, recorded without a Recorder object: y = f(x...)
+  /// for one or two inputs of one shape that live on one tape, outside anomaly mode. Sets y and
+  /// returns true, or returns false having done nothing (the op then takes the general path).
+  ///
+  /// A Recorder's address escapes to its out-of-line paths (the eager and leaf cases, the
+  /// anomaly message), so every field of it lives in memory; here everything stays in registers.
+  /// Forced inline: in a build with the core's templates compiled once
+  /// (GRADSCOPE_EXTERN_TEMPLATES) GCC kept the recording out of line, and a 1x1 op cost a third
+  /// more instructions than with the headers alone.
+  template <class F, class... In>
+  GRADSCOPE_ALWAYS_INLINE static bool record_pointwise(Tensor<T>& y, Op op, T alpha, T beta,
+                                                       const F& f, const In&... x) {
+    static_assert(sizeof...(In) == 1 || sizeof...(In) == 2);
+    const Tensor<T>* const xs[] = {&x...};
+    Tape<T>* const tape = xs[0]->tape_;
+    if (!tape || ((x.tape_ != tape) || ...) || anomaly_enabled()) return false;
+    (tape->check_live(x, op_name(op)), ...);
+    const Index rows = tape->node(xs[0]->index_).rows, cols = tape->node(xs[0]->index_).cols;
+    if (((tape->node(x.index_).rows != rows || tape->node(x.index_).cols != cols) || ...))
+      return false;  // broadcasting
+    const std::uint8_t rank = std::max({tape->node(x.index_).rank...});
+    const bool grad = (tape->node(x.index_).requires_grad || ...) && grad_enabled();
+    const T* const in[] = {tape->node(x.index_).value...};  // before the append moves the nodes
+    T* value = tape->arena().template allocate_array<T>(static_cast<std::size_t>(rows * cols));
+    const std::uint32_t index =
+        tape->append(op, rows, cols, rank, grad, value, current_label(), x.index_...);
+    Node<T>& n = tape->node(index);
+    n.alpha = alpha;
+    n.beta = beta;
+    MatrixMap<T> out(value, rows, cols);
+    if constexpr (sizeof...(In) == 1)
+      eval_pointwise(out, f, ConstMatrixMap<T>(in[0], rows, cols));
+    else
+      eval_pointwise(out, f, ConstMatrixMap<T>(in[0], rows, cols),
+                     ConstMatrixMap<T>(in[1], rows, cols));
+    y.tape_ = tape;
+    y.index_ = index;
+    y.generation_ = tape->generation();
+    return true;
   }
   Recorder(const Recorder&) = delete;
   Recorder& operator=(const Recorder&) = delete;
@@ -79,10 +85,10 @@ class Recorder {
   /// For the two-input constructor: whether the inputs have one shape (no broadcasting).
   bool same_shape() const { return same_shape_; }
 
-  /// The value of input k.
-  const ConstMatrixMap<T>& in(int k) const { return inputs_[k]; }
+  /// The value of input k (only for an input the op was given: an absent one has no map).
+  const ConstMatrixMap<T>& in(int k) const { return maps_.in[k]; }
   /// The output to fill.
-  MatrixMap<T>& out() { return out_; }
+  MatrixMap<T>& out() { return maps_.out; }
   /// True when backward information is kept (the output requires a gradient).
   bool recording() const { return recording_; }
   /// The output's node (for scalar arguments and saved data); only when recording().
@@ -91,8 +97,9 @@ class Recorder {
   template <class U>
   U* scratch(std::size_t n) {
     if (tape_) return tape_->arena().template allocate_array<U>(n);
-    eager_scratch_.emplace_back(new std::byte[std::max<std::size_t>(n, 1) * sizeof(U) + 64]);
-    void* p = eager_scratch_.back().get();
+    auto& scratch = eager_->scratch;
+    scratch.emplace_back(new std::byte[std::max<std::size_t>(n, 1) * sizeof(U) + 64]);
+    void* p = scratch.back().get();
     std::size_t space = std::max<std::size_t>(n, 1) * sizeof(U) + 64;
     return static_cast<U*>(std::align(alignof(U), n * sizeof(U), p, space));
   }
@@ -111,25 +118,15 @@ class Recorder {
 
   /// Checks the output in anomaly mode and returns the result tensor.
   Tensor<T> finish() {
-    if (anomaly_enabled() && !all_finite(out_)) [[unlikely]]
+    if (anomaly_enabled() && !all_finite(maps_.out)) [[unlikely]]
       throw_non_finite();
     if (tape_) return Tensor<T>(tape_, index_, tape_->generation());
     Tensor<T> t;
-    t.storage_ = std::move(storage_);
+    t.storage_ = std::move(eager_->storage);
     return t;
   }
 
  private:
-  // The fast paths' common tail: this op's node over inputs already on tape_, of its shape.
-  void append_elementwise(Index rows, Index cols, std::uint8_t rank, bool grad, std::uint32_t i0,
-                          const T* v0, std::uint32_t i1 = no_input, const T* v1 = nullptr) {
-    T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(rows * cols));
-    index_ = tape_->append(op_, rows, cols, rank, grad, value, current_label(), i0, i1);
-    recording_ = grad;
-    new (&inputs_[0]) ConstMatrixMap<T>(v0, rows, cols);
-    if (v1) new (&inputs_[1]) ConstMatrixMap<T>(v1, rows, cols);
-    new (&out_) MatrixMap<T>(value, rows, cols);
-  }
   void init(std::initializer_list<const Tensor<T>*> inputs, const Shape& out) {
     const Op op = op_;
     bool any_grad = false;
@@ -160,14 +157,19 @@ class Recorder {
       map_input(0, i0);
       map_input(1, i1);
       map_input(2, i2);
-      new (&out_) MatrixMap<T>(value, out.rows, out.cols);
+      new (&maps_.out) MatrixMap<T>(value, out.rows, out.cols);
     } else {
       for (std::size_t k = 0; k < count; ++k)
-        if (input[k] && input[k]->defined()) new (&inputs_[k]) ConstMatrixMap<T>(input[k]->value());
-      storage_ = std::make_shared<Storage<T>>();
-      storage_->value.resize(out.rows, out.cols);
-      storage_->rank = out.rank;
-      new (&out_) MatrixMap<T>(storage_->value.data(), out.rows, out.cols);
+        if (input[k] && input[k]->defined()) {
+          const auto v = input[k]->value();
+          map_in(static_cast<int>(k), v.data(), v.rows(), v.cols());
+        }
+      eager_ = std::make_unique<Eager>();
+      auto& storage = eager_->storage;
+      storage = std::make_shared<Storage<T>>();
+      storage->value.resize(out.rows, out.cols);
+      storage->rank = out.rank;
+      new (&maps_.out) MatrixMap<T>(storage->value.data(), out.rows, out.cols);
     }
   }
 
@@ -182,16 +184,20 @@ class Recorder {
   void map_input(int k, std::uint32_t i) {
     if (i == no_input) return;
     const auto& in = tape_->node(i);
-    new (&inputs_[k]) ConstMatrixMap<T>(in.value, in.rows, in.cols);
+    map_in(k, in.value, in.rows, in.cols);
+  }
+  GRADSCOPE_ALWAYS_INLINE void map_in(int k, const T* data, Index rows, Index cols) {
+    new (&maps_.in[k]) ConstMatrixMap<T>(data, rows, cols);
+    mapped_ = static_cast<std::uint8_t>(mapped_ | (1u << k));
   }
 
   // Kept out of line: the message building would otherwise give every op a large stack frame.
   [[noreturn, gnu::cold, gnu::noinline]] void throw_non_finite() const {
     std::ostringstream os;
     os << "non-finite value in forward of '" << op_name(op_) << "'; input shapes";
-    for (const auto& m : inputs_)
-      if (m.data()) os << " [" << m.rows() << ", " << m.cols() << "]";
-    os << ", output [" << out_.rows() << ", " << out_.cols() << "]";
+    for (int k = 0; k < 3; ++k)
+      if (mapped_ & (1u << k)) os << " [" << in(k).rows() << ", " << in(k).cols() << "]";
+    os << ", output [" << maps_.out.rows() << ", " << maps_.out.cols() << "]";
     const char* label = current_label();
     if (label) os << ", at '" << label << "'";
     throw NumericalError(os.str(), op_name(op_), "forward", label ? label : "");
@@ -205,10 +211,27 @@ class Recorder {
   std::uint32_t index_ = 0;
   bool recording_ = false;
   bool same_shape_ = false;
-  std::shared_ptr<Storage<T>> storage_;
-  ConstMatrixMap<T> inputs_[3] = {{nullptr, 0, 0}, {nullptr, 0, 0}, {nullptr, 0, 0}};
-  MatrixMap<T> out_{nullptr, 0, 0};
-  std::vector<std::unique_ptr<std::byte[]>> eager_scratch_;
+  std::uint8_t mapped_ = 0;  // bit k: in(k) is constructed
+  // The maps are constructed where the op's inputs and output are known, not zero-filled first:
+  // a recorded 1x1 op spent a tenth of its instructions initialising state it then overwrote.
+  struct Maps {
+    Maps() noexcept {}
+    union {
+      ConstMatrixMap<T> in[3];
+    };
+    union {
+      MatrixMap<T> out;
+    };
+  } maps_;
+  static_assert(std::is_trivially_destructible_v<ConstMatrixMap<T>> &&
+                std::is_trivially_destructible_v<MatrixMap<T>>);
+  // What an eagerly evaluated op owns: its result and its scratch memory. Allocated only then, so
+  // a recorded op neither constructs nor destroys it.
+  struct Eager {
+    std::shared_ptr<Storage<T>> storage;
+    std::vector<std::unique_ptr<std::byte[]>> scratch;
+  };
+  std::unique_ptr<Eager> eager_;
 };
 
 }  // namespace gradscope::detail
