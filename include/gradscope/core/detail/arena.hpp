@@ -53,9 +53,8 @@ class Arena {
   /// Forgets every allocation but keeps the blocks for reuse.
   void reset() {
     for (auto& b : blocks_) b.used = 0;
-    current_ = 0;
-    next_ = blocks_.empty() ? nullptr : blocks_[0].data;
-    end_ = blocks_.empty() ? nullptr : blocks_[0].data + blocks_[0].size;
+    if (blocks_.empty()) return;
+    start_block(0, 0);
   }
 
   /// Bytes reserved from the heap so far.
