@@ -27,8 +27,9 @@
 //                  two, except no input-gradient GEMM for the first layer (elementwise work not
 //                  counted)
 //   allocs/step    global operator new calls per steady-state step (target 0)
-//   mallocs/step   malloc-family calls per step (glibc; includes operator new and Eigen's own
-//                  GEMM packing buffers, which the twin pays too)
+//   mallocs/step   malloc-family calls per step (glibc; includes operator new and the GEMM
+//                  packing buffers Eigen's product expressions take from the heap above 128 KiB:
+//                  the twin pays those, gradscope packs into a reused per-thread workspace)
 //   eigen_threads  Eigen::nbThreads(): 1 unless built with -fopenmp (then OMP_NUM_THREADS)
 //
 // Run: bench_mlp_train --benchmark_repetitions=5 --benchmark_report_aggregates_only=true

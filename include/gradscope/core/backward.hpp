@@ -6,6 +6,7 @@
 
 #include "detail/broadcast.hpp"
 #include "detail/eval.hpp"
+#include "detail/gemm.hpp"
 #include "detail/node.hpp"
 #include "tape.hpp"
 
@@ -123,13 +124,12 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     else
       add_assign(gx.array(), e);
   };
-  // Input k's gradient += e, a matrix product or a transpose (never aliasing the gradient).
-  const auto acc_matrix = [&](int k, const auto& e) {
+  // Input k's gradient += op(a) op(b), a matrix product (detail::gemm; op: the transpose where
+  // asked), assigned instead on its first contribution.
+  const auto acc_product = [&](int k, const ConstMatrixMap<T>& a, bool ta,
+                               const ConstMatrixMap<T>& b, bool tb) {
     auto [gx, fresh] = target(k);
-    if (fresh)
-      gx.noalias() = e;
-    else
-      gx.noalias() += e;
+    gemm(gx, a, ta, b, tb, !fresh);
   };
   // Input k's gradient += `full` (an array of the output's shape), reducing broadcast axes.
   const auto give = [&](int k, const auto& full) GRADSCOPE_ALWAYS_INLINE {
@@ -184,32 +184,32 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
         if (wants(1)) give(1, -G.array() * Y.array() / b);
       });
       break;
-    case Op::matmul: {  // C = op(A) op(B)
-      const auto A = X(0);
-      const auto B = X(1);
-      switch (n.mode) {
-        case 0:  // C = A B: dA = G B^T, dB = A^T G
-          if (wants(0)) acc_matrix(0, G * B.transpose());
-          if (wants(1)) acc_matrix(1, A.transpose() * G);
-          break;
-        case 1:  // C = A^T B: dA = B G^T, dB = A G
-          if (wants(0)) acc_matrix(0, B * G.transpose());
-          if (wants(1)) acc_matrix(1, A * G);
-          break;
-        case 2:  // C = A B^T: dA = G B, dB = G^T A
-          if (wants(0)) acc_matrix(0, G * B);
-          if (wants(1)) acc_matrix(1, G.transpose() * A);
-          break;
-        default:  // C = A^T B^T: dA = B^T G^T, dB = G^T A^T
-          if (wants(0)) acc_matrix(0, B.transpose() * G.transpose());
-          if (wants(1)) acc_matrix(1, G.transpose() * A.transpose());
-          break;
+    case Op::matmul: {  // C = op(A) op(B); mode bit 0: A transposed, bit 1: B transposed
+      const bool ta = n.mode & 1, tb = n.mode & 2;
+      // C = A B: dA = G B^T, dB = A^T G. With op(A) = A^T, dA is the transpose of G op(B)^T,
+      // i.e. op(B) G^T; with op(B) = B^T, dB is the transpose of op(A)^T G, i.e. G^T op(A).
+      if (wants(0)) {
+        if (ta)
+          acc_product(0, X(1), tb, G, true);  // dA = op(B) G^T
+        else
+          acc_product(0, G, false, X(1), !tb);  // dA = G op(B)^T
+      }
+      if (wants(1)) {
+        if (tb)
+          acc_product(1, G, true, X(0), ta);  // dB = G^T op(A)
+        else
+          acc_product(1, X(0), !ta, G, false);  // dB = op(A)^T G
       }
       break;
     }
-    case Op::transpose:
-      acc_matrix(0, G.transpose());
+    case Op::transpose: {
+      auto [gx, fresh] = target(0);
+      if (fresh)
+        gx.noalias() = G.transpose();
+      else
+        gx.noalias() += G.transpose();
       break;
+    }
     case Op::sum:
     case Op::mean: {  // every input element receives its reduction's gradient times alpha (1/count)
       // Row by row: Eigen would evaluate a broadcast (colwise() += expression) into a heap
@@ -243,8 +243,8 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       break;
     }
     case Op::linear: {  // Y = X W^T + b: dX = G W, dW = G^T X, db = column sums of G
-      if (wants(0)) acc_matrix(0, G * X(1));
-      if (wants(1)) acc_matrix(1, G.transpose() * X(0));
+      if (wants(0)) acc_product(0, G, false, X(1), false);
+      if (wants(1)) acc_product(1, G, true, X(0), false);
       if (wants(2)) acc(2, G.colwise().sum().array());
       break;
     }

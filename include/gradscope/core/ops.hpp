@@ -10,6 +10,7 @@
 
 #include "detail/broadcast.hpp"
 #include "detail/eval.hpp"
+#include "detail/gemm.hpp"
 #include "detail/record.hpp"
 #include "tensor.hpp"
 
@@ -239,7 +240,7 @@ struct MatmulOptions {
   bool transpose_b = false;
 };
 
-/// op(a) * op(b), with op the transpose where asked; one GEMM with .noalias().
+/// op(a) * op(b), with op the transpose where asked; one GEMM (detail::gemm).
 template <Scalar T>
 Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b, MatmulOptions opt = {}) {
   const Shape sa = a.shape(), sb = b.shape();
@@ -254,22 +255,7 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b, MatmulOptions opt = {})
   detail::Recorder<T> r(detail::Op::matmul, {&a, &b}, Shape::matrix(m, n));
   const std::uint8_t mode = (opt.transpose_a ? 1 : 0) | (opt.transpose_b ? 2 : 0);
   r.set_args(0, 0, mode);
-  const auto& A = r.in(0);
-  const auto& B = r.in(1);
-  switch (mode) {
-    case 0:
-      r.out().noalias() = A * B;
-      break;
-    case 1:
-      r.out().noalias() = A.transpose() * B;
-      break;
-    case 2:
-      r.out().noalias() = A * B.transpose();
-      break;
-    default:
-      r.out().noalias() = A.transpose() * B.transpose();
-      break;
-  }
+  detail::gemm(r.out(), r.in(0), opt.transpose_a, r.in(1), opt.transpose_b, false);
   return r.finish();
 }
 
@@ -377,7 +363,7 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& W, const Tensor<T>& b = {}
     for (Index i = 0; i < y.rows(); ++i) y.row(i) = r.in(2).row(0);
   else
     y.setZero();
-  y.noalias() += r.in(0) * r.in(1).transpose();
+  detail::gemm(y, r.in(0), false, r.in(1), true, true);
   return r.finish();
 }
 

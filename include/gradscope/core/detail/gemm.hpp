@@ -1,0 +1,192 @@
+#pragma once
+// Matrix products of the ops (matmul, linear) and their backward rules, on Eigen's GEMM kernels
+// with packing buffers that gradscope owns.
+//
+// Eigen's product expressions (dst.noalias() = a * b) pack panels of both operands into
+// buffers it takes for each product: on the stack up to EIGEN_STACK_ALLOCATION_LIMIT (128 KiB)
+// and from the heap above it, which a 784-wide dense layer exceeds. gemm() runs the same
+// kernels (Eigen's gemm_functor and parallelize_gemm, or the BLAS behind EIGEN_USE_BLAS) with
+// a blocking object whose panels live in a per-thread workspace that only grows, so a
+// steady-state training step makes no heap allocation, in gradscope or in Eigen. It relies on
+// Eigen's internal GEMM interface, which is stable within Eigen 3.4; with another Eigen version
+// gemm() uses the product expressions (and Eigen's own buffers) instead.
+
+#include <algorithm>
+#include <cstddef>
+#include <new>
+
+#include "../types.hpp"
+
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+#define GRADSCOPE_GEMM_WORKSPACE 1
+#else
+#define GRADSCOPE_GEMM_WORKSPACE 0
+#endif
+
+namespace gradscope::detail {
+
+#if GRADSCOPE_GEMM_WORKSPACE
+/// The packing buffers of this thread's products: grown to the largest product seen, then
+/// reused. Freed when the thread ends.
+template <class T>
+class GemmWorkspace {
+ public:
+  static constexpr std::size_t alignment = 64;  // at least Eigen's EIGEN_DEFAULT_ALIGN_BYTES
+
+  GemmWorkspace() = default;
+  GemmWorkspace(const GemmWorkspace&) = delete;
+  GemmWorkspace& operator=(const GemmWorkspace&) = delete;
+  ~GemmWorkspace() { release(); }
+
+  /// Room for `n` values, 64-byte aligned; the contents are not kept when it grows.
+  T* reserve(std::size_t n) {
+    if (n > capacity_) {
+      release();
+      // Grow by half again at least, so a sequence of growing products reallocates rarely.
+      const std::size_t size = std::max(n, capacity_ + capacity_ / 2);
+      data_ = static_cast<T*>(::operator new (size * sizeof(T), std::align_val_t{alignment}));
+      capacity_ = size;
+    }
+    return data_;
+  }
+  std::size_t capacity() const noexcept { return capacity_; }
+
+  static GemmWorkspace& of_this_thread() {
+    static thread_local GemmWorkspace workspace;
+    return workspace;
+  }
+
+ private:
+  void release() noexcept {
+    if (data_) ::operator delete (data_, std::align_val_t{alignment});
+    data_ = nullptr;
+    capacity_ = 0;
+  }
+  T* data_ = nullptr;
+  std::size_t capacity_ = 0;
+};
+
+/// Eigen's blocking for a product into a row-major destination [rows, cols] with inner dimension
+/// `depth`, as Eigen's own gemm_blocking_space computes it (Eigen evaluates the transposed
+/// product, so its m is `cols` and its n is `rows`), with the panels in this thread's
+/// GemmWorkspace. The members are the ones Eigen's gemm_functor and parallelize_gemm call.
+template <class T>
+class GemmBlocking : public Eigen::internal::level3_blocking<T, T> {
+ public:
+  GemmBlocking(Index rows, Index cols, Index depth) {
+    this->m_mc = cols;
+    this->m_nc = rows;
+    this->m_kc = depth;
+    Eigen::internal::computeProductBlockingSizes<T, T, 1>(this->m_kc, this->m_mc, this->m_nc,
+                                                          Index{1});
+    size_a_ = this->m_mc * this->m_kc;
+    size_b_ = this->m_kc * this->m_nc;
+    // One block: panel A, then panel B at the next 64-byte boundary.
+    T* w =
+        GemmWorkspace<T>::of_this_thread().reserve(offset_b() + static_cast<std::size_t>(size_b_));
+    this->m_blockA = w;
+    this->m_blockB = w + offset_b();
+  }
+
+  // With OpenMP threads, Eigen shares one A panel between the threads (allocateA) and each
+  // thread packs its own B panel (on its stack, or from the heap when larger).
+  void initParallel(Index rows, Index cols, Index depth, Index num_threads) {
+    this->m_mc = cols;
+    this->m_nc = rows;
+    this->m_kc = depth;
+    Index m = this->m_mc;
+    Eigen::internal::computeProductBlockingSizes<T, T, 1>(this->m_kc, m, this->m_nc, num_threads);
+    size_a_ = this->m_mc * this->m_kc;
+    size_b_ = this->m_kc * this->m_nc;
+    this->m_blockA = nullptr;
+    this->m_blockB = nullptr;
+  }
+  void allocateA() {
+    if (!this->m_blockA)
+      this->m_blockA =
+          GemmWorkspace<T>::of_this_thread().reserve(static_cast<std::size_t>(size_a_));
+  }
+  void allocateB() {
+    if (!this->m_blockB) {
+      T* w = GemmWorkspace<T>::of_this_thread().reserve(offset_b() +
+                                                        static_cast<std::size_t>(size_b_));
+      this->m_blockA = w;  // the workspace may have moved: A first, as in the constructor
+      this->m_blockB = w + offset_b();
+    }
+  }
+  void allocateAll() { allocateB(); }
+
+ private:
+  std::size_t offset_b() const {
+    constexpr std::size_t per_line = GemmWorkspace<T>::alignment / sizeof(T);
+    return (static_cast<std::size_t>(size_a_) + per_line - 1) / per_line * per_line;
+  }
+  Index size_a_ = 0;
+  Index size_b_ = 0;
+};
+
+// An operand as Eigen's GEMM reads it: the row-major matrix itself, or its transpose as a
+// column-major view of the same storage.
+template <class T, int Order>
+using GemmOperand = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Order>, 0,
+                               Eigen::OuterStride<>>;
+
+template <class T, class F>
+void with_gemm_operand(const ConstMatrixMap<T>& m, bool transposed, F&& f) {
+  const Eigen::OuterStride<> stride(m.cols());
+  if (transposed)
+    f(GemmOperand<T, Eigen::ColMajor>(m.data(), m.cols(), m.rows(), stride));
+  else
+    f(GemmOperand<T, Eigen::RowMajor>(m.data(), m.rows(), m.cols(), stride));
+}
+
+template <class T, class Lhs, class Rhs>
+void gemm_kernel(MatrixMap<T>& c, const Lhs& lhs, const Rhs& rhs, bool accumulate) {
+  namespace ei = Eigen::internal;
+  const Index m = lhs.rows(), n = rhs.cols(), k = lhs.cols();
+  // Where Eigen itself would not run its blocked GEMM (tiny products: coefficient by
+  // coefficient; one row or column: GEMV) it needs no packing buffers; let it do those.
+  if (m + n + k < EIGEN_GEMM_TO_COEFFBASED_THRESHOLD || m == 1 || n == 1 || k == 0) {
+    if (accumulate)
+      c.noalias() += lhs * rhs;
+    else
+      c.noalias() = lhs * rhs;
+    return;
+  }
+  if (!accumulate) c.setZero();
+  using Gemm = ei::general_matrix_matrix_product<
+      Index, T, (Lhs::Flags & Eigen::RowMajorBit) ? Eigen::RowMajor : Eigen::ColMajor, false, T,
+      (Rhs::Flags & Eigen::RowMajorBit) ? Eigen::RowMajor : Eigen::ColMajor, false, Eigen::RowMajor,
+      1>;
+  using Functor = ei::gemm_functor<T, Index, Gemm, Lhs, Rhs, MatrixMap<T>, GemmBlocking<T>>;
+  GemmBlocking<T> blocking(m, n, k);
+  ei::parallelize_gemm<true>(Functor(lhs, rhs, c, T(1), blocking), m, n, k, true);
+}
+#endif
+
+/// c = op(a) op(b), or c += op(a) op(b) when `accumulate`; op is the transpose where asked. c is
+/// a contiguous row-major [m, n] that aliases neither operand; the shapes are the caller's to
+/// check.
+template <class T>
+void gemm(MatrixMap<T> c, const ConstMatrixMap<T>& a, bool transpose_a, const ConstMatrixMap<T>& b,
+          bool transpose_b, bool accumulate) {
+#if GRADSCOPE_GEMM_WORKSPACE
+  with_gemm_operand(a, transpose_a, [&](const auto& lhs) {
+    with_gemm_operand(b, transpose_b,
+                      [&](const auto& rhs) { gemm_kernel(c, lhs, rhs, accumulate); });
+  });
+#else
+  const auto run = [&](const auto& lhs, const auto& rhs) {
+    if (accumulate)
+      c.noalias() += lhs * rhs;
+    else
+      c.noalias() = lhs * rhs;
+  };
+  if (transpose_a)
+    transpose_b ? run(a.transpose(), b.transpose()) : run(a.transpose(), b);
+  else
+    transpose_b ? run(a, b.transpose()) : run(a, b);
+#endif
+}
+
+}  // namespace gradscope::detail
