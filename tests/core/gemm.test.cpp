@@ -114,6 +114,17 @@ TEST_CASE("gemm packs into a per-thread workspace that grows to the largest prod
 }
 #endif
 
+#ifdef EIGEN_HAS_OPENMP
+// Built with OpenMP (test_gemm_openmp, run with OMP_NUM_THREADS=2): the products above split
+// over Eigen's threads where they are larger than gemm_parallel_work, with the shared A panel in
+// gradscope's workspace; this checks that they really had threads to split over.
+TEST_CASE("the OpenMP build runs its products with more than one Eigen thread", "[core][gemm]") {
+  CHECK(Eigen::nbThreads() >= 2);
+  CHECK(129.0 * 257.0 * 785.0 >= gs::detail::gemm_parallel_work);  // a size above is parallel
+  CHECK(64.0 * 70.0 * 300.0 < gs::detail::gemm_parallel_work);     // one below is not
+}
+#endif
+
 // The gradient checks of matmul and linear at sizes where the forward and every backward product
 // take the blocked GEMM (m + n + k >= 20, no dimension 1).
 TEST_CASE("matmul and linear pass the gradient check at blocked-GEMM sizes",

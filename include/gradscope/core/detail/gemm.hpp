@@ -125,6 +125,9 @@ class GemmBlocking : public Eigen::internal::level3_blocking<T, T> {
   Index size_b_ = 0;
 };
 
+/// The multiply-adds from which a product is split over Eigen's OpenMP threads (see gemm_kernel).
+inline constexpr double gemm_parallel_work = 8388608.0;  // 2^23
+
 // An operand as Eigen's GEMM reads it: the row-major matrix itself, or its transpose as a
 // column-major view of the same storage.
 template <class T, int Order>
@@ -160,7 +163,15 @@ void gemm_kernel(MatrixMap<T>& c, const Lhs& lhs, const Rhs& rhs, bool accumulat
       1>;
   using Functor = ei::gemm_functor<T, Index, Gemm, Lhs, Rhs, MatrixMap<T>, GemmBlocking<T>>;
   GemmBlocking<T> blocking(m, n, k);
-  ei::parallelize_gemm<true>(Functor(lhs, rhs, c, T(1), blocking), m, n, k, true);
+  const Functor product(lhs, rhs, c, T(1), blocking);
+  // With OpenMP, Eigen splits a product over its threads from 100,000 multiply-adds on; on the
+  // 2-core machine of docs/benchmarks.md a product that small ran 1.2-2.5x slower on two threads
+  // than on one (forking and joining cost more than the work), and the gain starts near 2^23.
+  if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >=
+      gemm_parallel_work)
+    ei::parallelize_gemm<true>(product, m, n, k, true);
+  else
+    ei::parallelize_gemm<false>(product, m, n, k, true);  // this thread only
 }
 #endif
 
