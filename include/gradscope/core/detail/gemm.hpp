@@ -173,6 +173,83 @@ void gemm_kernel(MatrixMap<T>& c, const Lhs& lhs, const Rhs& rhs, bool accumulat
   else
     ei::parallelize_gemm<false>(product, m, n, k, true);  // this thread only
 }
+
+// ---- a b^T with a thin result: dot products of rows, no packing ----
+//
+// In c = a b^T with a [m, k] and b [n, k] row-major (a dense layer's forward, x W^T), each
+// element is the dot product of two contiguous rows. Eigen's GEMM first packs both operands,
+// which for a thin result (few rows or few columns) and a long k is most of the work, and its
+// register tile (three packets of rows of the transposed result) fits a result of 30 or 10
+// columns badly. The dot kernel below keeps a block of RB x CB dot products in registers, reads
+// the RB + CB rows once per packet of k, and reduces each sum across its packet at the end.
+// Measured on the 2-core AVX-512 machine of docs/benchmarks.md (float, one thread): [10, 784] x
+// [784, 30] 19.8 -> 5.6 us, [128, 784] x [784, 30] 95 -> 54 us, [128, 256] x [256, 10] 12.8 ->
+// 6.4 us, [32, 784] x [784, 256] 133 -> 111 us; even at [128, 784] x [784, 256] (468 against
+// 436 us), and behind wherever k is short (the reductions), so it is used only where it wins.
+
+template <class T, int RB, int CB>
+GRADSCOPE_ALWAYS_INLINE inline void dot_block(const T* a, Index lda, const T* b, Index ldb, Index k,
+                                              T* c, Index ldc, bool accumulate) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr Index lanes = ei::packet_traits<T>::size;
+  Packet sum[RB][CB];
+  for (int r = 0; r < RB; ++r)
+    for (int j = 0; j < CB; ++j) sum[r][j] = ei::pset1<Packet>(T(0));
+  Index l = 0;
+  for (; l + lanes <= k; l += lanes) {
+    Packet x[RB], y[CB];
+    for (int r = 0; r < RB; ++r) x[r] = ei::ploadu<Packet>(a + r * lda + l);
+    for (int j = 0; j < CB; ++j) y[j] = ei::ploadu<Packet>(b + j * ldb + l);
+    for (int r = 0; r < RB; ++r)
+      for (int j = 0; j < CB; ++j) sum[r][j] = ei::pmadd(x[r], y[j], sum[r][j]);
+  }
+  T total[RB][CB];
+  for (int r = 0; r < RB; ++r)
+    for (int j = 0; j < CB; ++j) total[r][j] = ei::predux(sum[r][j]);
+  for (; l < k; ++l)
+    for (int r = 0; r < RB; ++r)
+      for (int j = 0; j < CB; ++j) total[r][j] += a[r * lda + l] * b[j * ldb + l];
+  for (int r = 0; r < RB; ++r)
+    for (int j = 0; j < CB; ++j) {
+      T& out = c[r * ldc + j];
+      out = accumulate ? out + total[r][j] : total[r][j];
+    }
+}
+
+// RB rows of a against every row of b.
+template <class T, int RB>
+void dot_rows(const T* a, const T* b, Index n, Index k, T* c, bool accumulate) {
+  Index j = 0;
+  for (; j + 4 <= n; j += 4) dot_block<T, RB, 4>(a, k, b + j * k, k, k, c + j, n, accumulate);
+  if (j + 2 <= n) {
+    dot_block<T, RB, 2>(a, k, b + j * k, k, k, c + j, n, accumulate);
+    j += 2;
+  }
+  if (j < n) dot_block<T, RB, 1>(a, k, b + j * k, k, k, c + j, n, accumulate);
+}
+
+/// c (+)= a b^T for contiguous row-major a [m, k], b [n, k], c [m, n].
+template <class T>
+void dot_product_gemm(T* c, const T* a, const T* b, Index m, Index n, Index k, bool accumulate) {
+  Index i = 0;
+  for (; i + 4 <= m; i += 4) dot_rows<T, 4>(a + i * k, b, n, k, c + i * n, accumulate);
+  if (i + 2 <= m) {
+    dot_rows<T, 2>(a + i * k, b, n, k, c + i * n, accumulate);
+    i += 2;
+  }
+  if (i < m) dot_rows<T, 1>(a + i * k, b, n, k, c + i * n, accumulate);
+}
+
+/// Whether c [m, n] = a b^T with inner dimension k goes to dot_product_gemm: a long k and a thin
+/// result (the measurements above), and small enough to stay on one thread (the dot kernel has no
+/// threads of its own).
+inline bool prefers_dot_products(Index m, Index n, Index k) {
+  return k >= 128 && (n <= 64 || m <= 32) && m > 1 &&
+         (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) <
+              gemm_parallel_work ||
+          Eigen::nbThreads() == 1);
+}
 #endif
 
 /// c = op(a) op(b), or c += op(a) op(b) when `accumulate`; op is the transpose where asked. c is
@@ -182,6 +259,10 @@ template <class T>
 void gemm(MatrixMap<T> c, const ConstMatrixMap<T>& a, bool transpose_a, const ConstMatrixMap<T>& b,
           bool transpose_b, bool accumulate) {
 #if GRADSCOPE_GEMM_WORKSPACE
+  if (!transpose_a && transpose_b && prefers_dot_products(a.rows(), b.rows(), a.cols())) {
+    dot_product_gemm(c.data(), a.data(), b.data(), a.rows(), b.rows(), a.cols(), accumulate);
+    return;
+  }
   with_gemm_operand(a, transpose_a, [&](const auto& lhs) {
     with_gemm_operand(b, transpose_b,
                       [&](const auto& rhs) { gemm_kernel(c, lhs, rhs, accumulate); });
