@@ -48,11 +48,11 @@ struct Mnk {
 };
 // Coefficient-based (m + n + k < 20), GEMV (m or n is 1), blocked GEMMs up to sizes whose
 // packed panels exceed Eigen's 128 KiB stack limit (784 and 1024 deep), and, for a b^T, the dot
-// kernel of thin results (k >= 128 with n <= 64 or m <= 32), with row and column counts that
+// kernel of thin results (k >= 256 with n <= 64 or m <= 32), with row and column counts that
 // leave every tail block (4, 2 and 1 rows or columns) and k not a multiple of a packet.
 const Mnk sizes[] = {{3, 4, 5},     {1, 37, 29},     {41, 1, 23},     {2, 3, 30},     {17, 19, 23},
                      {64, 70, 300}, {129, 257, 785}, {33, 1024, 128}, {1024, 48, 64}, {10, 30, 784},
-                     {7, 13, 200},  {35, 3, 130},    {128, 64, 129},  {31, 100, 257}};
+                     {7, 13, 300},  {35, 3, 260},    {128, 64, 257},  {31, 100, 257}};
 
 template <class T>
 void check_every_variant(double tolerance) {

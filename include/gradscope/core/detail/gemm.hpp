@@ -182,10 +182,12 @@ void gemm_kernel(MatrixMap<T>& c, const Lhs& lhs, const Rhs& rhs, bool accumulat
 // register tile (three packets of rows of the transposed result) fits a result of 30 or 10
 // columns badly. The dot kernel below keeps a block of RB x CB dot products in registers, reads
 // the RB + CB rows once per packet of k, and reduces each sum across its packet at the end.
-// Measured on the 2-core AVX-512 machine of docs/benchmarks.md (float, one thread): [10, 784] x
-// [784, 30] 19.8 -> 5.6 us, [128, 784] x [784, 30] 95 -> 54 us, [128, 256] x [256, 10] 12.8 ->
-// 6.4 us, [32, 784] x [784, 256] 133 -> 111 us; even at [128, 784] x [784, 256] (468 against
-// 436 us), and behind wherever k is short (the reductions), so it is used only where it wins.
+// Measured on the 2-core AVX-512 machine of docs/benchmarks.md (float, one thread, Eigen's GEMM
+// first): [10, 784] x [784, 30] 19.8 -> 5.6 us, [128, 784] x [784, 30] 95 -> 54 us, [128, 256] x
+// [256, 10] 12.8 -> 6.4 us, [32, 784] x [784, 256] 133 -> 111 us, [16, 1024] x [1024, 1024] 542
+// -> 335 us. Where the result is wide it is no better ([128, 784] x [784, 256]: 468 against 436
+// us), and where k is short it is worse, the reductions at the end costing as much as 128 steps of
+// k ([128, 129] x [129, 64]: 37 us against 17). Hence the rule in prefers_dot_products.
 
 template <class T, int RB, int CB>
 GRADSCOPE_ALWAYS_INLINE inline void dot_block(const T* a, Index lda, const T* b, Index ldb, Index k,
@@ -245,7 +247,7 @@ void dot_product_gemm(T* c, const T* a, const T* b, Index m, Index n, Index k, b
 /// result (the measurements above), and small enough to stay on one thread (the dot kernel has no
 /// threads of its own).
 inline bool prefers_dot_products(Index m, Index n, Index k) {
-  return k >= 128 && (n <= 64 || m <= 32) && m > 1 &&
+  return k >= 256 && (n <= 64 || m <= 32) && m > 1 &&
          (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) <
               gemm_parallel_work ||
           Eigen::nbThreads() == 1);
