@@ -49,10 +49,15 @@ struct Mnk {
 // Coefficient-based (m + n + k < 20), GEMV (m or n is 1), blocked GEMMs up to sizes whose
 // packed panels exceed Eigen's 128 KiB stack limit (784 and 1024 deep), and, for a b^T, the dot
 // kernel of thin results (k >= 256 with n <= 64 or m <= 32), with row and column counts that
-// leave every tail block (4, 2 and 1 rows or columns) and k not a multiple of a packet.
+// leave every tail block (4, 2 and 1 rows or columns) and k not a multiple of a packet. Where
+// the AVX-512 float kernel is compiled in, the float products of at least 16 columns and 2^15
+// multiply-adds run on it: these leave 1, 11 and 12 rows of its 12-row tiles, 1, 16 and 17
+// columns of its 32-column tiles, k blocks (256 deep) with 1 and 16 + 1 left over for its
+// 16 x 16 transposes, and more than one block of rows (96) and of columns (512).
 const Mnk sizes[] = {{3, 4, 5},     {1, 37, 29},     {41, 1, 23},     {2, 3, 30},     {17, 19, 23},
                      {64, 70, 300}, {129, 257, 785}, {33, 1024, 128}, {1024, 48, 64}, {10, 30, 784},
-                     {7, 13, 300},  {35, 3, 260},    {128, 64, 257},  {31, 100, 257}};
+                     {7, 13, 300},  {35, 3, 260},    {128, 64, 257},  {31, 100, 257}, {13, 17, 200},
+                     {23, 33, 100}, {97, 16, 40},    {12, 560, 273}};
 
 template <class T>
 void check_every_variant(double tolerance) {
@@ -114,6 +119,20 @@ TEST_CASE("gemm packs into a per-thread workspace that grows to the largest prod
   CHECK(W::of_this_thread().capacity() == capacity);
   CHECK(W::of_this_thread().reserve(1) == data);
   CHECK(reinterpret_cast<std::uintptr_t>(data) % 64 == 0);
+}
+#endif
+
+#if GRADSCOPE_GEMM_AVX512
+// The sizes above that exercise the AVX-512 kernel really are routed to it (float only).
+TEST_CASE("float products of at least 16 columns and 2^15 multiply-adds take the AVX-512 kernel",
+          "[core][gemm]") {
+  for (const Mnk s : {Mnk{13, 17, 200}, Mnk{23, 33, 100}, Mnk{97, 16, 40}, Mnk{12, 560, 273},
+                      Mnk{1024, 48, 64}}) {
+    INFO("[" << s.m << ", " << s.k << "] x [" << s.k << ", " << s.n << "]");
+    CHECK(gs::detail::prefers_avx512_sgemm(s.m, s.n, s.k));
+  }
+  CHECK_FALSE(gs::detail::prefers_avx512_sgemm(128, 10, 30));  // too narrow
+  CHECK_FALSE(gs::detail::prefers_avx512_sgemm(30, 30, 10));   // too little work
 }
 #endif
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <new>
+#include <type_traits>
 
 #include "../types.hpp"
 
@@ -21,6 +22,16 @@
 #define GRADSCOPE_GEMM_WORKSPACE 1
 #else
 #define GRADSCOPE_GEMM_WORKSPACE 0
+#endif
+
+// gradscope's own float GEMM (gemm_avx512.hpp) where the compiler targets AVX-512F, unless the
+// program routes its products to a BLAS (EIGEN_USE_BLAS) or defines GRADSCOPE_NO_AVX512_GEMM.
+#if GRADSCOPE_GEMM_WORKSPACE && defined(__AVX512F__) && !defined(EIGEN_USE_BLAS) && \
+    !defined(GRADSCOPE_NO_AVX512_GEMM)
+#define GRADSCOPE_GEMM_AVX512 1
+#include "gemm_avx512.hpp"
+#else
+#define GRADSCOPE_GEMM_AVX512 0
 #endif
 
 namespace gradscope::detail {
@@ -254,6 +265,19 @@ inline bool prefers_dot_products(Index m, Index n, Index k) {
 }
 #endif
 
+#if GRADSCOPE_GEMM_AVX512
+/// Whether a float product goes to avx512::sgemm: one Eigen would run as a blocked GEMM on this
+/// thread (not split over its OpenMP threads), with at least 16 columns (its tiles are 32 wide:
+/// [128, 30] x [30, 10] ran at 0.67 times Eigen's speed) and 2^15 multiply-adds ([30, 10] x
+/// [10, 30]: 0.77). Measured on the machine of docs/benchmarks.md: 1.15-1.6x Eigen's speed on
+/// the products of nets B-E, 1.2-1.7x on net A's.
+inline bool prefers_avx512_sgemm(Index m, Index n, Index k) {
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  return n >= 16 && m > 1 && k > 0 && work >= 32768.0 &&
+         (Eigen::nbThreads() == 1 || work < gemm_parallel_work);
+}
+#endif
+
 /// c = op(a) op(b), or c += op(a) op(b) when `accumulate`; op is the transpose where asked. c is
 /// a contiguous row-major [m, n] that aliases neither operand; the shapes are the caller's to
 /// check.
@@ -265,6 +289,20 @@ void gemm(MatrixMap<T> c, const ConstMatrixMap<T>& a, bool transpose_a, const Co
     dot_product_gemm(c.data(), a.data(), b.data(), a.rows(), b.rows(), a.cols(), accumulate);
     return;
   }
+#if GRADSCOPE_GEMM_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    const Index m = c.rows(), n = c.cols(), k = transpose_a ? a.rows() : a.cols();
+    if (prefers_avx512_sgemm(m, n, k)) {
+      // Element (i, l) of op(a) and (l, j) of op(b) by row and column strides.
+      const Index ars = transpose_a ? 1 : a.cols(), acs = transpose_a ? a.cols() : 1;
+      const Index brs = transpose_b ? 1 : b.cols(), bcs = transpose_b ? b.cols() : 1;
+      float* work =
+          GemmWorkspace<float>::of_this_thread().reserve(avx512::sgemm_workspace(m, n, k));
+      avx512::sgemm(c.data(), n, m, n, k, a.data(), ars, acs, b.data(), brs, bcs, accumulate, work);
+      return;
+    }
+  }
+#endif
   with_gemm_operand(a, transpose_a, [&](const auto& lhs) {
     with_gemm_operand(b, transpose_b,
                       [&](const auto& rhs) { gemm_kernel(c, lhs, rhs, accumulate); });
