@@ -10,6 +10,13 @@
 // steady-state training step makes no heap allocation, in gradscope or in Eigen. It relies on
 // Eigen's internal GEMM interface, which is stable within Eigen 3.4; with another Eigen version
 // gemm() uses the product expressions (and Eigen's own buffers) instead.
+//
+// Two shapes get kernels of gradscope's own, chosen per product by the rules below: a b^T with a
+// long inner dimension and a thin result as register-blocked dot products (dot_product_gemm),
+// and, where the compiler targets AVX-512F, float products as a 12 x 32-tile GEMM
+// (gemm_avx512.hpp) that runs 1.15-1.6x as fast as Eigen 3.4's on the nets of
+// docs/benchmarks.md. Every translation unit of a program should see the same target flags (as
+// with Eigen itself, whose inline kernels also differ by them).
 
 #include <algorithm>
 #include <cstddef>

@@ -15,6 +15,10 @@
 //
 // Packing handles the transposed operands: B = W^T of a dense layer's forward (W row-major,
 // contiguous along k) is packed by 16 x 16 in-register transposes.
+//
+// The packing routines and the micro-kernel are [[gnu::noipa]]: inlined into a caller's loop
+// (or cloned for its constant arguments) GCC 12 allocated their registers worse (the kernel ran
+// at a third of its speed when inlined into a test's main) and warned about the scalar tails.
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -75,8 +79,8 @@ GRADSCOPE_ALWAYS_INLINE inline void transpose16(__m512 r[16]) {
 
 // B(l, j) = b[l * brs + j * bcs] for l in [0, kc), j in [0, nc): the panel as strips of kNR
 // columns, each stored k by k, zero beyond nc. Strip s starts at dst + s * kNR * kc.
-[[gnu::noinline]] inline void pack_b_panel(float* dst, const float* b, Index brs, Index bcs,
-                                           Index kc, Index nc) {
+[[gnu::noipa]] inline void pack_b_panel(float* dst, const float* b, Index brs, Index bcs, Index kc,
+                                        Index nc) {
   if (bcs == 1) {  // rows of B contiguous: read each row once, two vectors into every strip
     for (Index l = 0; l < kc; ++l) {
       const float* src = b + l * brs;
@@ -105,15 +109,17 @@ GRADSCOPE_ALWAYS_INLINE inline void transpose16(__m512 r[16]) {
     for (Index l = l0; l < kc; ++l) {
       float* d = strip + l * kNR;
       const float* src = b + l * brs + js * bcs;
-      for (Index j = 0; j < kNR; ++j) d[j] = j < w ? src[j * bcs] : 0.0f;
+      Index j = 0;
+      for (; j < w; ++j) d[j] = src[j * bcs];
+      std::fill(d + j, d + kNR, 0.0f);
     }
   }
 }
 
 // A(i, l) = a[i * ars + l * acs] for i in [0, h), l in [0, kc): one strip of kMR rows, k by k,
 // zero beyond h.
-[[gnu::noinline]] inline void pack_a_strip(float* dst, const float* a, Index ars, Index acs,
-                                           Index kc, Index h) {
+[[gnu::noipa]] inline void pack_a_strip(float* dst, const float* a, Index ars, Index acs, Index kc,
+                                        Index h) {
   const __mmask16 tile = lanes(kMR);
   if (ars == 1) {  // columns of A contiguous: kMR consecutive floats per l
     const __mmask16 m = lanes(h);
@@ -140,30 +146,43 @@ GRADSCOPE_ALWAYS_INLINE inline void transpose16(__m512 r[16]) {
 
 // The kMR x kNR tile of C at c (row stride ldc) += (or =, when `overwrite`) the product of one
 // packed strip of A and one of B over kc. Only `rows` x `cols` of the tile lie inside C.
-[[gnu::noinline]] inline void micro_kernel(Index kc, const float* __restrict ap,
-                                           const float* __restrict bp, float* c, Index ldc,
-                                           Index rows, Index cols, bool overwrite) {
+[[gnu::noipa]] inline void micro_kernel(Index kc, const float* __restrict ap,
+                                        const float* __restrict bp, float* c, Index ldc, Index rows,
+                                        Index cols, bool overwrite) {
+  // The tile's rows of C are fetched while the products run, so the final update does not wait.
+  for (Index r = 0; r < rows; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16), _MM_HINT_T0);
+  }
   __m512 acc[kMR][kNV];
+#pragma GCC unroll 12
   for (Index r = 0; r < kMR; ++r)
     for (Index v = 0; v < kNV; ++v) acc[r][v] = _mm512_setzero_ps();
+#pragma GCC unroll 2
   for (Index l = 0; l < kc; ++l) {
     const __m512 b0 = _mm512_load_ps(bp + l * kNR), b1 = _mm512_load_ps(bp + l * kNR + 16);
+#pragma GCC unroll 12
     for (Index r = 0; r < kMR; ++r) {
       const __m512 x = _mm512_set1_ps(ap[l * kMR + r]);
       acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
     }
   }
-  for (Index r = 0; r < rows; ++r)
-    for (Index v = 0; v < kNV; ++v) {
-      const Index left = cols - 16 * v;
-      if (left <= 0) break;
-      const __mmask16 mask = lanes(left);
-      float* p = c + r * ldc + 16 * v;
-      const __m512 sum =
-          overwrite ? acc[r][v] : _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), acc[r][v]);
-      _mm512_mask_storeu_ps(p, mask, sum);
+  // Unrolled with constant indices, so the accumulators stay in registers.
+  const __mmask16 m0 = lanes(cols), m1 = lanes(cols - 16);
+#pragma GCC unroll 12
+  for (Index r = 0; r < kMR; ++r) {
+    if (r >= rows) break;
+    float* p = c + r * ldc;
+    if (overwrite) {
+      _mm512_mask_storeu_ps(p, m0, acc[r][0]);
+      _mm512_mask_storeu_ps(p + 16, m1, acc[r][1]);
+    } else {
+      _mm512_mask_storeu_ps(p, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, p), acc[r][0]));
+      _mm512_mask_storeu_ps(p + 16, m1,
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(m1, p + 16), acc[r][1]));
     }
+  }
 }
 
 /// c [m, n] (row-major, row stride ldc) = A B, or += A B when `accumulate`, where A(i, l) =
