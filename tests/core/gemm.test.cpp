@@ -53,11 +53,13 @@ struct Mnk {
 // the AVX-512 float kernel is compiled in, the float products of at least 16 columns and 2^15
 // multiply-adds run on it: these leave 1, 11 and 12 rows of its 12-row tiles, 1, 16 and 17
 // columns of its 32-column tiles, k blocks (256 deep) with 1 and 16 + 1 left over for its
-// 16 x 16 transposes, and more than one block of rows (96) and of columns (512).
+// 16 x 16 transposes, and more than one block of rows (96) and of columns (512). With OpenMP
+// (test_gemm_openmp) the products from 2^23 multiply-adds on split over the threads, on this
+// kernel by slices of columns, or of rows when there is one tile of columns ([2048, 24]).
 const Mnk sizes[] = {{3, 4, 5},     {1, 37, 29},     {41, 1, 23},     {2, 3, 30},     {17, 19, 23},
                      {64, 70, 300}, {129, 257, 785}, {33, 1024, 128}, {1024, 48, 64}, {10, 30, 784},
                      {7, 13, 300},  {35, 3, 260},    {128, 64, 257},  {31, 100, 257}, {13, 17, 200},
-                     {23, 33, 100}, {97, 16, 40},    {12, 560, 273}};
+                     {23, 33, 100}, {97, 16, 40},    {12, 560, 273},  {2048, 24, 200}};
 
 template <class T>
 void check_every_variant(double tolerance) {
@@ -144,6 +146,11 @@ TEST_CASE("the OpenMP build runs its products with more than one Eigen thread", 
   CHECK(Eigen::nbThreads() >= 2);
   CHECK(129.0 * 257.0 * 785.0 >= gs::detail::gemm_parallel_work);  // a size above is parallel
   CHECK(64.0 * 70.0 * 300.0 < gs::detail::gemm_parallel_work);     // one below is not
+#if GRADSCOPE_GEMM_AVX512
+  CHECK(gs::detail::avx512_sgemm_threads(129, 257, 785) >= 2);  // by columns
+  CHECK(gs::detail::avx512_sgemm_threads(2048, 24, 200) >= 2);  // by rows
+  CHECK(gs::detail::avx512_sgemm_threads(64, 70, 300) == 1);
+#endif
 }
 #endif
 

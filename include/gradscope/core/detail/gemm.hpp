@@ -23,6 +23,10 @@
 #include <new>
 #include <type_traits>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "../types.hpp"
 
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
@@ -273,15 +277,63 @@ inline bool prefers_dot_products(Index m, Index n, Index k) {
 #endif
 
 #if GRADSCOPE_GEMM_AVX512
-/// Whether a float product goes to avx512::sgemm: one Eigen would run as a blocked GEMM on this
-/// thread (not split over its OpenMP threads), with at least 16 columns (its tiles are 32 wide:
+/// Whether a float product goes to avx512::sgemm: at least 16 columns (its tiles are 32 wide:
 /// [128, 30] x [30, 10] ran at 0.67 times Eigen's speed) and 2^15 multiply-adds ([30, 10] x
 /// [10, 30]: 0.77). Measured on the machine of docs/benchmarks.md: 1.15-1.6x Eigen's speed on
-/// the products of nets B-E, 1.2-1.7x on net A's.
+/// the products of nets B-E, 1.2-1.7x on net A's. With OpenMP, products from gemm_parallel_work
+/// on are split over the threads (avx512_sgemm_threads).
 inline bool prefers_avx512_sgemm(Index m, Index n, Index k) {
   const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  return n >= 16 && m > 1 && k > 0 && work >= 32768.0 &&
-         (Eigen::nbThreads() == 1 || work < gemm_parallel_work);
+  return n >= 16 && m > 1 && k > 0 && work >= 32768.0;
+}
+
+/// The threads a float product on avx512::sgemm runs on: Eigen's (Eigen::nbThreads(), with
+/// OpenMP) from gemm_parallel_work multiply-adds on, unless this thread already is one of an
+/// OpenMP team (as Eigen's parallelize_gemm decides, no nested split); else 1.
+inline int avx512_sgemm_threads(Index m, Index n, Index k) {
+#ifdef _OPENMP
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  if (work >= gemm_parallel_work && omp_get_num_threads() == 1) return Eigen::nbThreads();
+#else
+  (void)m, (void)n, (void)k;
+#endif
+  return 1;
+}
+
+/// c = op(a) op(b) (or +=) on avx512::sgemm, on `threads` threads: each computes a slice of c's
+/// columns (whole 32-column tiles) or, when c has fewer tiles of columns than threads, of its
+/// rows, with packing buffers of its own (the per-thread workspace).
+inline void avx512_sgemm(float* c, Index m, Index n, Index k, const float* a, bool transpose_a,
+                         const float* b, bool transpose_b, bool accumulate, int threads) {
+  // Element (i, l) of op(a) and (l, j) of op(b) by row and column strides.
+  const Index ars = transpose_a ? 1 : k, acs = transpose_a ? m : 1;
+  const Index brs = transpose_b ? 1 : n, bcs = transpose_b ? k : 1;
+  const auto slice = [&](Index i0, Index i1, Index j0, Index j1) {
+    if (i0 >= i1 || j0 >= j1) return;
+    float* work = GemmWorkspace<float>::of_this_thread().reserve(
+        avx512::sgemm_workspace(i1 - i0, j1 - j0, k));
+    avx512::sgemm(c + i0 * n + j0, n, i1 - i0, j1 - j0, k, a + i0 * ars, ars, acs, b + j0 * bcs,
+                  brs, bcs, accumulate, work);
+  };
+  if (threads <= 1) {
+    slice(0, m, 0, n);
+    return;
+  }
+#ifdef _OPENMP
+  const bool by_columns = (n + avx512::kNR - 1) / avx512::kNR >= threads;
+#pragma omp parallel num_threads(threads)
+  {
+    const Index t = omp_get_thread_num(), team = omp_get_num_threads();
+    if (by_columns) {
+      const Index tiles = (n + avx512::kNR - 1) / avx512::kNR;
+      const Index per = (tiles + team - 1) / team * avx512::kNR;
+      slice(0, m, std::min(n, t * per), std::min(n, (t + 1) * per));
+    } else {
+      const Index per = (m + team - 1) / team;
+      slice(std::min(m, t * per), std::min(m, (t + 1) * per), 0, n);
+    }
+  }
+#endif
 }
 #endif
 
@@ -300,12 +352,8 @@ void gemm(MatrixMap<T> c, const ConstMatrixMap<T>& a, bool transpose_a, const Co
   if constexpr (std::is_same_v<T, float>) {
     const Index m = c.rows(), n = c.cols(), k = transpose_a ? a.rows() : a.cols();
     if (prefers_avx512_sgemm(m, n, k)) {
-      // Element (i, l) of op(a) and (l, j) of op(b) by row and column strides.
-      const Index ars = transpose_a ? 1 : a.cols(), acs = transpose_a ? a.cols() : 1;
-      const Index brs = transpose_b ? 1 : b.cols(), bcs = transpose_b ? b.cols() : 1;
-      float* work =
-          GemmWorkspace<float>::of_this_thread().reserve(avx512::sgemm_workspace(m, n, k));
-      avx512::sgemm(c.data(), n, m, n, k, a.data(), ars, acs, b.data(), brs, bcs, accumulate, work);
+      avx512_sgemm(c.data(), m, n, k, a.data(), transpose_a, b.data(), transpose_b, accumulate,
+                   avx512_sgemm_threads(m, n, k));
       return;
     }
   }
