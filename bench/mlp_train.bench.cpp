@@ -287,6 +287,14 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("openmp", "off");
 #endif
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+  // Which kernels run gradscope's float products (core/detail/gemm.hpp); the twin's are Eigen's.
+#if defined(EIGEN_USE_BLAS)
+  benchmark::AddCustomContext("gemm", "BLAS (EIGEN_USE_BLAS)");
+#elif GRADSCOPE_GEMM_AVX512
+  benchmark::AddCustomContext("gemm", "gradscope's AVX-512 kernel");
+#else
+  benchmark::AddCustomContext("gemm", "Eigen's kernels");
+#endif
   benchmark::AddCustomContext("eigen_version", std::to_string(EIGEN_WORLD_VERSION) + "." +
                                                    std::to_string(EIGEN_MAJOR_VERSION) + "." +
                                                    std::to_string(EIGEN_MINOR_VERSION));

@@ -385,7 +385,7 @@ if ((blas)); then
   done
   report=$results/blas.md
   {
-    comparison_header "bench_mlp_train ratio rows, one thread (OPENBLAS_NUM_THREADS=1), CPU time; Eigen's GEMM: $build/, -DGRADSCOPE_USE_BLAS=ON: $blas_build/ (EIGEN_USE_BLAS, $(awk -F= '/^BLAS_openblas_LIBRARY:/ { print $2 }' "$blas_build/CMakeCache.txt"))" \
+    comparison_header "bench_mlp_train ratio rows, one thread (OPENBLAS_NUM_THREADS=1), CPU time; no BLAS: $build/, -DGRADSCOPE_USE_BLAS=ON: $blas_build/ (EIGEN_USE_BLAS, $(awk -F= '/^BLAS_openblas_LIBRARY:/ { print $2 }' "$blas_build/CMakeCache.txt"))" \
       "scripts/bench.sh --blas"
     echo
     awk -F'\t' -v core="$blas_core" "$median_awk"'
@@ -402,7 +402,7 @@ if ((blas)); then
       }
       function cell(v, id) { return sprintf(" %s / %s, %s |", k(med(v, id, "gradscope_samples/s")), k(med(v, id, "reference_samples/s")), r2(med(v, id, "ratio"))) }
       END {
-        print "| net | batch | Eigen GEMM: ours / ref samples/s, ours/ref | OpenBLAS, OPENBLAS_CORETYPE unset | OpenBLAS, OPENBLAS_CORETYPE=" core " | ours: OpenBLAS " core " / Eigen |"
+        print "| net | batch | no BLAS: ours / ref samples/s, ours/ref | OpenBLAS, OPENBLAS_CORETYPE unset | OpenBLAS, OPENBLAS_CORETYPE=" core " | ours: OpenBLAS " core " / no BLAS |"
         print "|---|---|---:|---:|---:|---:|"
         for (i = 1; i <= nid; i++) {
           id = order[i]; split(id, p, "/"); b = p[2]; sub(/batch:/, "", b)
@@ -634,7 +634,7 @@ report=$results/report.md
   echo
   echo "- Machine: ${cpu_model:-unknown CPU}, $cores cores (\`nproc\`), load average at the start of the mlp_train run: $(ctx load_avg | tr -d '[]')"
   echo "- Compiler: $compiler; flags: \`$cxx_flags\`"
-  echo "- Eigen $(ctx eigen_version), SIMD: $(ctx eigen_simd); OpenMP: $(ctx openmp), Eigen::nbThreads() = $(ctx eigen_threads)"
+  echo "- Eigen $(ctx eigen_version), SIMD: $(ctx eigen_simd); OpenMP: $(ctx openmp), Eigen::nbThreads() = $(ctx eigen_threads); gradscope's float products: $(ctx gemm) (the twin's: Eigen's)"
   [[ -n "$peak_gflops" ]] && echo "- fp32 FMA peak of one core (bench_peak, best chain count): $(printf '%.1f' "$peak_gflops") GFLOP/s"
   echo
   echo "### Training step, one thread (bench_mlp_train)"
