@@ -122,7 +122,7 @@ TEST_CASE("the verdicts use the latest records of a downsampled history",
           "[diagnostics][history][verdict]") {
   // Records whose total norm is large only at the end: with window 3 only those are seen.
   std::vector<dg::LayerInfo> layers(1);
-  layers[0].path = "0";
+  layers[0].path = std::string("0");  // not = "0": GCC 12 -O3 warns (-Wrestrict) there, falsely
   layers[0].in_flow = true;
   dg::History h(4);
   for (std::int64_t s = 0; s < 40; ++s) {
