@@ -150,6 +150,11 @@ class GemmBlocking : public Eigen::internal::level3_blocking<T, T> {
 /// The multiply-adds from which a product is split over Eigen's OpenMP threads (see gemm_kernel).
 inline constexpr double gemm_parallel_work = 8388608.0;  // 2^23
 
+/// The multiply-adds of an [m, k] x [k, n] product, the measure of the rules below.
+inline double gemm_work(Index m, Index n, Index k) {
+  return static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+}
+
 // An operand as Eigen's GEMM reads it: the row-major matrix itself, or its transpose as a
 // column-major view of the same storage.
 template <class T, int Order>
@@ -189,8 +194,7 @@ void gemm_kernel(MatrixMap<T>& c, const Lhs& lhs, const Rhs& rhs, bool accumulat
   // With OpenMP, Eigen splits a product over its threads from 100,000 multiply-adds on; on the
   // 2-core machine of docs/benchmarks.md a product that small ran 1.2-2.5x slower on two threads
   // than on one (forking and joining cost more than the work), and the gain starts near 2^23.
-  if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >=
-      gemm_parallel_work)
+  if (gemm_work(m, n, k) >= gemm_parallel_work)
     ei::parallelize_gemm<true>(product, m, n, k, true);
   else
     ei::parallelize_gemm<false>(product, m, n, k, true);  // this thread only
@@ -270,9 +274,7 @@ void dot_product_gemm(T* c, const T* a, const T* b, Index m, Index n, Index k, b
 /// threads of its own).
 inline bool prefers_dot_products(Index m, Index n, Index k) {
   return k >= 256 && (n <= 64 || m <= 32) && m > 1 &&
-         (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) <
-              gemm_parallel_work ||
-          Eigen::nbThreads() == 1);
+         (gemm_work(m, n, k) < gemm_parallel_work || Eigen::nbThreads() == 1);
 }
 #endif
 
@@ -283,8 +285,7 @@ inline bool prefers_dot_products(Index m, Index n, Index k) {
 /// the products of nets B-E, 1.2-1.7x on net A's. With OpenMP, products from gemm_parallel_work
 /// on are split over the threads (avx512_sgemm_threads).
 inline bool prefers_avx512_sgemm(Index m, Index n, Index k) {
-  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  return n >= 16 && m > 1 && k > 0 && work >= 32768.0;
+  return n >= 16 && m > 1 && k > 0 && gemm_work(m, n, k) >= 32768.0;
 }
 
 /// The threads a float product on avx512::sgemm runs on: Eigen's (Eigen::nbThreads(), with
@@ -292,8 +293,8 @@ inline bool prefers_avx512_sgemm(Index m, Index n, Index k) {
 /// OpenMP team (as Eigen's parallelize_gemm decides, no nested split); else 1.
 inline int avx512_sgemm_threads(Index m, Index n, Index k) {
 #ifdef _OPENMP
-  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  if (work >= gemm_parallel_work && omp_get_num_threads() == 1) return Eigen::nbThreads();
+  if (gemm_work(m, n, k) >= gemm_parallel_work && omp_get_num_threads() == 1)
+    return Eigen::nbThreads();
 #else
   (void)m, (void)n, (void)k;
 #endif
@@ -320,12 +321,11 @@ inline void avx512_sgemm(float* c, Index m, Index n, Index k, const float* a, bo
     return;
   }
 #ifdef _OPENMP
-  const bool by_columns = (n + avx512::kNR - 1) / avx512::kNR >= threads;
+  const Index tiles = (n + avx512::kNR - 1) / avx512::kNR;  // of columns
 #pragma omp parallel num_threads(threads)
   {
     const Index t = omp_get_thread_num(), team = omp_get_num_threads();
-    if (by_columns) {
-      const Index tiles = (n + avx512::kNR - 1) / avx512::kNR;
+    if (tiles >= threads) {
       const Index per = (tiles + team - 1) / team * avx512::kNR;
       slice(0, m, std::min(n, t * per), std::min(n, (t + 1) * per));
     } else {

@@ -37,11 +37,17 @@ inline constexpr Index kMC = 96;   // rows of A per packed block (a multiple of 
 inline constexpr Index kKC = 256;  // inner dimension per packed block
 inline constexpr Index kNC = 512;  // columns of B per packed block (a multiple of kNR)
 
+// Floats of workspace for the packed block of A, rounded up to 64 bytes: the packed panel of B
+// follows it, aligned as the kernel's loads of B need.
+inline Index packed_a_floats(Index m, Index k) {
+  const Index a = (std::min(kMC, m) + kMR - 1) / kMR * kMR * std::min(kKC, k);
+  return (a + 15) / 16 * 16;
+}
+
 /// Floats of packing workspace that sgemm needs for a product of these dimensions.
 inline std::size_t sgemm_workspace(Index m, Index n, Index k) {
-  const Index mc = std::min(kMC, m), nc = std::min(kNC, n), kc = std::min(kKC, k);
-  const Index a = (mc + kMR - 1) / kMR * kMR * kc, b = (nc + kNR - 1) / kNR * kNR * kc;
-  return static_cast<std::size_t>((a + 15) / 16 * 16 + b);
+  const Index b = (std::min(kNC, n) + kNR - 1) / kNR * kNR * std::min(kKC, k);
+  return static_cast<std::size_t>(packed_a_floats(m, k) + b);
 }
 
 // The first n of 16 lanes (none for n <= 0, all for n >= 16).
@@ -190,10 +196,8 @@ GRADSCOPE_ALWAYS_INLINE inline void transpose16(__m512 r[16]) {
 /// sgemm_workspace(m, n, k) floats, 64-byte aligned.
 inline void sgemm(float* c, Index ldc, Index m, Index n, Index k, const float* a, Index ars,
                   Index acs, const float* b, Index brs, Index bcs, bool accumulate, float* work) {
-  const Index kc_max = std::min(kKC, k);
   float* ap = work;
-  float* bp = work + (std::min(kMC, m) + kMR - 1) / kMR * kMR * kc_max;
-  bp += (16 - (bp - work) % 16) % 16;  // 64-byte aligned: the kernel's loads of B are aligned
+  float* bp = work + packed_a_floats(m, k);
   for (Index jc = 0; jc < n; jc += kNC) {
     const Index nc = std::min(kNC, n - jc);
     for (Index pc = 0; pc < k; pc += kKC) {
