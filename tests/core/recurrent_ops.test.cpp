@@ -136,6 +136,16 @@ TEST_CASE("cell values follow the gate equations", "[core][recurrent]") {
   CHECK(gs::gru_cell(T{{xi, xf, xg}}, T{{hi, hf, hg}}, T{{c0}}).item() ==
         Approx((1 - z) * n + z * c0).epsilon(1e-14));
   CHECK(gs::rnn_cell(T{{xi, -4.0}}, T{{hi}}, gs::RnnNonlinearity::relu, 1).item() == 0.0);
+  // xg of several steps in its two layouts, [B, steps*G*H] and [steps*B, G*H] (row b*steps + t):
+  // the same memory, the same step blocks.
+  gs::Rng rng(9);
+  const M wide = gs::testing::uniform(2, 3 * 8, rng), gh = gs::testing::uniform(2, 8, rng);
+  const M tall = Eigen::Map<const M>(wide.data(), 6, 8);
+  for (Index t = 0; t < 3; ++t)
+    CHECK(gs::lstm_cell(T(wide), T(gh), T::zeros(2, 2), t).to_matrix() ==
+          gs::lstm_cell(T(tall), T(gh), T::zeros(2, 2), t).to_matrix());
+  require_gradients([](const Inputs& v) { return gs::lstm_cell(v[0], v[1], v[2], 2); },
+                    {tall, gh, gs::testing::uniform(2, 2, rng)});
 }
 
 TEST_CASE("cells report mismatched shapes", "[core][recurrent][errors]") {

@@ -133,8 +133,7 @@ void scatter_gate_gradient(Tape<T>& tape, const Node<T>& n, const GateGradient<T
   if (d.gh_grad) MatrixMap<T>(d.gh_grad, B, width) += D;
   const auto& xg = tape.node(n.in[0]);
   if (xg.requires_grad)
-    MatrixMap<T>(tape.grad_buffer(n.in[0]), xg.rows, xg.cols)
-        .middleCols(index_of_tag(n.aux2) * width, width) += D;
+    step_block(tape.grad_buffer(n.in[0]), xg.size(), B, width, index_of_tag(n.aux2)) += D;
 }
 
 template <Scalar T>
@@ -208,8 +207,7 @@ void backward_gru_cell(Tape<T>& tape, Node<T>& n) {
   }
   const auto& xg = tape.node(n.in[0]);
   if (xg.requires_grad)
-    MatrixMap<T>(tape.grad_buffer(n.in[0]), xg.rows, xg.cols)
-        .middleCols(index_of_tag(n.aux2) * 3 * H, 3 * H) += D;
+    step_block(tape.grad_buffer(n.in[0]), xg.size(), B, 3 * H, index_of_tag(n.aux2)) += D;
   if (ghn.requires_grad) {
     const auto [p, fresh] = tape.grad_target(n.in[1]);
     MatrixMap<T> gg(p, B, 3 * H);

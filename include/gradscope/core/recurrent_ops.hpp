@@ -13,20 +13,25 @@
 namespace gradscope {
 
 namespace detail {
-// Checks a cell's inputs: gh [B, gates * H]; xg [B, k * gates * H] with step < k. Returns H.
+// Checks a cell's inputs: gh [B, gates * H]; xg of k steps, [B, k * gates * H] or (the same
+// memory) [k * B, gates * H] with row b * k + t for step t of sequence b, and step < k. Returns H.
 template <Scalar T>
 Index check_cell(const char* op, Index gates, const Tensor<T>& xg, const Tensor<T>& gh,
                  Index step) {
   const Shape sx = xg.shape(), sh = gh.shape();
   if (sh.cols % gates != 0 || sh.cols == 0)
-    throw ShapeError(
-        cat(op, ": gh has shape ", sh, "; its width must be ", gates, " x the hidden size"));
-  const Index width = sh.cols;
-  if (sx.rows != sh.rows || sx.cols % width != 0)
-    throw ShapeError(cat(op, ": xg ", sx, " does not fit gh ", sh, " (expected [", sh.rows, ", ",
-                         width, "], or [", sh.rows, ", steps x ", width, "] with a step index)"));
-  if (step < 0 || step >= sx.cols / width)
-    throw ShapeError(cat(op, ": step ", step, " is outside xg ", sx, " (", sx.cols / width,
+    throw ShapeError(cat(op, ": gh has shape ", sh, "; its width must be ", gates,
+                         " x the hidden size"));
+  const Index width = sh.cols, B = sh.rows;
+  const bool wide = sx.rows == B && sx.cols % width == 0;
+  const bool tall = sx.cols == width && sx.rows % B == 0;
+  if (!wide && !tall)
+    throw ShapeError(cat(op, ": xg ", sx, " does not fit gh ", sh, " (expected [", B, ", ", width,
+                         "], or the steps of a sequence: [", B, ", steps x ", width, "] or [",
+                         "steps x ", B, ", ", width, "])"));
+  const Index steps = sx.size() / (B * width);
+  if (step < 0 || step >= steps)
+    throw ShapeError(cat(op, ": step ", step, " is outside xg ", sx, " (", steps,
                          " steps of width ", width, ")"));
   return width / gates;
 }
@@ -42,7 +47,8 @@ Tensor<T> rnn_cell(const Tensor<T>& xg, const Tensor<T>& gh,
   detail::Recorder<T> r(detail::Op::rnn_cell, {&xg, &gh}, Shape::matrix(B, H));
   r.set_args(0, 0, static_cast<std::uint8_t>(act));
   if (r.recording()) r.node().aux2 = detail::index_tag(step);
-  const auto pre = r.in(0).middleCols(step * H, H).array() + r.in(1).array();
+  const auto pre =
+      detail::step_block(r.in(0).data(), xg.size(), B, H, step).array() + r.in(1).array();
   if (act == RnnNonlinearity::tanh)
     r.out().array() = pre.tanh();
   else
@@ -68,7 +74,7 @@ Tensor<T> lstm_cell(const Tensor<T>& xg, const Tensor<T>& gh, const Tensor<T>& p
   // The gates after their non-linearity, then tanh(c): kept for the backward rule.
   MatrixMap<T> acts(r.template scratch<T>(static_cast<std::size_t>(B * 5 * H)), B, 5 * H);
   auto a = acts.leftCols(4 * H).array();
-  a = r.in(0).middleCols(step * 4 * H, 4 * H).array() + r.in(1).array();
+  a = detail::step_block(r.in(0).data(), xg.size(), B, 4 * H, step).array() + r.in(1).array();
   acts.leftCols(2 * H).array() = acts.leftCols(2 * H).array().logistic();
   acts.middleCols(2 * H, H).array() = acts.middleCols(2 * H, H).array().tanh();
   acts.middleCols(3 * H, H).array() = acts.middleCols(3 * H, H).array().logistic();
@@ -104,7 +110,7 @@ Tensor<T> gru_cell(const Tensor<T>& xg, const Tensor<T>& gh, const Tensor<T>& h_
   detail::Recorder<T> r(detail::Op::gru_cell, {&xg, &gh, &h_prev}, Shape::matrix(B, H));
   // r, z, n: kept for the backward rule.
   MatrixMap<T> acts(r.template scratch<T>(static_cast<std::size_t>(B * 3 * H)), B, 3 * H);
-  const auto XG = r.in(0).middleCols(step * 3 * H, 3 * H);
+  const auto XG = detail::step_block(r.in(0).data(), xg.size(), B, 3 * H, step);
   const auto& GH = r.in(1);
   acts.leftCols(2 * H).array() =
       (XG.leftCols(2 * H).array() + GH.leftCols(2 * H).array()).logistic();

@@ -128,6 +128,15 @@
   PREFIX class gradscope::nn::Dropout<T>;                                            \
   PREFIX class gradscope::nn::Sequential<T>;                                         \
   PREFIX class gradscope::nn::Residual<T>;                                           \
+  PREFIX class gradscope::nn::Recurrent<T>;                                          \
+  PREFIX struct gradscope::nn::RNN<T>;                                               \
+  PREFIX struct gradscope::nn::LSTM<T>;                                              \
+  PREFIX struct gradscope::nn::GRU<T>;                                               \
+  PREFIX class gradscope::nn::Cell<T>;                                               \
+  PREFIX struct gradscope::nn::RNNCell<T>;                                           \
+  PREFIX struct gradscope::nn::LSTMCell<T>;                                          \
+  PREFIX struct gradscope::nn::GRUCell<T>;                                           \
+  PREFIX class gradscope::nn::Embedding<T>;                                          \
   PREFIX std::shared_ptr<gradscope::nn::Module<T>> gradscope::nn::residual_block<T>( \
       gradscope::Index, gradscope::nn::ResidualOptions);                             \
   PREFIX double gradscope::nn::accuracy<T>(const gradscope::Tensor<T>&, std::span<const int>);

@@ -189,6 +189,14 @@ inline Index index_of_tag(const void* tag) noexcept {
   return static_cast<Index>(reinterpret_cast<std::uintptr_t>(tag));
 }
 
+/// Step `step`'s block [B, width] of a recurrent cell's xg, the gate inputs of every step: xg's
+/// memory read as [B, steps * width] (core/recurrent_ops.hpp, check_cell).
+template <class P>
+auto step_block(P* data, Index size, Index B, Index width, Index step) {
+  using M = std::conditional_t<std::is_const_v<P>, ConstMatrixMap<std::remove_const_t<P>>,
+                               MatrixMap<P>>;
+  return M(data, B, size / B).middleCols(step * width, width);
+}
 /// The input list of a node of an op with has_input_list: aux points to a count followed by
 /// that many node indices.
 template <class T>
