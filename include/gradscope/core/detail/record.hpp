@@ -130,15 +130,19 @@ class Recorder {
   /// The tape the op is recorded on (also when its output needs no gradient), or nullptr when it
   /// is evaluated eagerly.
   Tape<T>* tape() const { return tape_; }
-  /// Memory that lives as long as the tape (when recording) or this recorder (otherwise).
+  /// Memory that lives as long as the tape (when recording) or this recorder (otherwise),
+  /// 64-byte aligned either way: Eigen evaluates the unaligned head of an array in scalar code,
+  /// whose tanh and exp round differently from the vectorised ones, so the alignment of scratch
+  /// data must not vary from call to call (an eager op would not give the same bits twice).
   template <class U>
   U* scratch(std::size_t n) {
     if (tape_) return tape_->arena().template allocate_array<U>(n);
     auto& scratch = eager_->scratch;
-    scratch.emplace_back(new std::byte[std::max<std::size_t>(n, 1) * sizeof(U) + 64]);
+    constexpr std::size_t align = Arena::alignment;
+    std::size_t space = std::max<std::size_t>(n, 1) * sizeof(U) + align;
+    scratch.emplace_back(new std::byte[space]);
     void* p = scratch.back().get();
-    std::size_t space = std::max<std::size_t>(n, 1) * sizeof(U) + 64;
-    return static_cast<U*>(std::align(alignof(U), n * sizeof(U), p, space));
+    return static_cast<U*>(std::align(align, n * sizeof(U), p, space));
   }
   /// Sets the op's scalar arguments and mode (kept on the node when recording).
   void set_args(T alpha, T beta = 0, std::uint8_t mode = 0) {
