@@ -172,6 +172,9 @@ const std::string& Module<T>::label() const {
 
 template <Scalar T>
 std::string Module<T>::summary(Index input_features) {
+  if (input_features < 0)
+    throw ValueError(gradscope::detail::cat(
+        "summary: input_features must be >= 0 (0: no shapes), got ", input_features));
   std::vector<std::pair<Module*, std::string>> shapes;
   if (input_features > 0) {
     // Restores every module's own mode and removes the hooks even when the forward throws.
