@@ -376,3 +376,51 @@ TEST_CASE("malformed files are rejected naming the file and the byte offset",
   CHECK_NOTHROW(io::parse_safetensors(
       file(R"({"z":{"dtype":"BF16","shape":[3,0],"data_offsets":[8,8]},)" + ok_entry + "}", 8)));
 }
+
+TEST_CASE("messages quoting a corrupted file escape bytes that are not printable UTF-8",
+          "[io][safetensors][corruption]") {
+  // A checkpoint whose header has one byte of a tensor name replaced by 0xFF: nlohmann's message
+  // quotes the bytes it last read, raw, and the message carried them.
+  auto net = make_model<float>(1);
+  Bytes bytes = io::encode_checkpoint(*net);
+  const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  const auto at = text.find("0.weight");
+  REQUIRE(at != std::string::npos);
+  bytes[at + 1] = std::byte{0xFF};
+  const std::string message = error_of([&] { io::parse_safetensors(bytes, "bad.st"); });
+  CHECK_THAT(message, StartsWith("[gradscope.data] bad.st: invalid JSON in the JSON header"));
+  CHECK_THAT(message, Contains("\\xFF"));
+  CHECK(printable_utf8(message));
+  CHECK_NOTHROW(nlohmann::json(message).dump());  // valid UTF-8, by another judge
+
+  // Control characters in names and metadata (valid JSON, valid UTF-8) could drive a terminal.
+  const std::string meta = error_of([] {
+    io::parse_safetensors(safetensors_bytes(R"({"__metadata__":{"k\u001b[2J\\":1}})", {}),
+                          "esc.st");
+  });
+  CHECK_THAT(meta, Contains("metadata key 'k\\x1B[2J\\\\' in the JSON header"));
+  CHECK(printable_utf8(meta));
+  const std::string name = error_of([] {
+    io::parse_safetensors(
+        safetensors_bytes(R"({"a\u0007\u0085b":{"dtype":"Q1","shape":[],"data_offsets":[0,0]}})",
+                          {}),
+        "esc.st");
+  });
+  CHECK_THAT(name, Contains("tensor 'a\\x07\\xC2\\x85b'"));  // BEL and the C1 control NEL
+
+  // A long name is cut at 80 bytes, never inside a character: 79 ASCII bytes then a euro sign.
+  const std::string long_name = std::string(79, 'n') + "\u20ac" + std::string(20, 'n');
+  const std::string cut = error_of([&] {
+    io::parse_safetensors(
+        safetensors_bytes(
+            R"({")" + long_name + R"(":{"dtype":"Q1","shape":[],"data_offsets":[0,0]}})", {}),
+        "esc.st");
+  });
+  CHECK_THAT(cut, Contains("tensor '" + std::string(79, 'n') + "...' (102 bytes)"));
+  CHECK(printable_utf8(cut));
+  // Printable text passes unchanged.
+  CHECK(io::detail::quote_name("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") ==
+        "'caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80'");
+  CHECK(io::detail::quote_name("\xed\xa0\x80|\xc0\xaf|\xf4\x90\x80\x80") ==
+        "'\\xED\\xA0\\x80|\\xC0\\xAF|\\xF4\\x90\\x80\\x80'");  // surrogate, overlong, > U+10FFFF
+}
