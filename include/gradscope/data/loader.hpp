@@ -82,7 +82,12 @@ class DataLoader {
 template <Scalar T>
 DataLoader<T>::DataLoader(const Dataset<T>& data, LoaderOptions opt)
     : data_(data), opt_(opt), rng_(opt.seed) {
-  if (opt.batch_size <= 0) throw ValueError("DataLoader: batch_size must be > 0");
+  if (opt.batch_size <= 0)
+    throw ValueError(
+        gradscope::detail::cat("DataLoader: batch_size must be > 0, got ", opt.batch_size));
+  if (static_cast<std::size_t>(data.size()) != data.labels.size())
+    throw ValueError(gradscope::detail::cat("DataLoader: the dataset has ", data.size(),
+                                            " images but ", data.labels.size(), " labels"));
   order_.resize(static_cast<std::size_t>(data.size()));
   std::iota(order_.begin(), order_.end(), Index{0});
   const Index full = std::min(opt.batch_size, data.size());
