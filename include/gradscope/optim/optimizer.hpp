@@ -106,14 +106,16 @@ class Optimizer {
   static constexpr Index chunk_size = 1024;
   /// Scratch block k (0 or 1) of chunk_size elements, for an update's temporaries.
   T* scratch(int k) noexcept { return scratch_.data() + k * chunk_size; }
-  /// The chunk of N buffers (a parameter's values, then its state) an update should work on:
-  /// the buffers themselves when committing, copies in scratch blocks 2.. when checking.
+  /// The chunk of N buffers (a parameter's values, then its state; nullptr for a buffer the
+  /// configuration does not use) an update should work on: the buffers themselves when
+  /// committing, copies in scratch blocks 2.. when checking.
   template <std::size_t N>
   std::array<T*, N> stage(bool commit, const std::array<T*, N>& buffers, Index len) {
     static_assert(N <= 4, "Optimizer::stage: at most four buffers per chunk");
     if (commit) return buffers;
-    std::array<T*, N> copies;
+    std::array<T*, N> copies{};
     for (std::size_t b = 0; b < N; ++b) {
+      if (!buffers[b]) continue;
       copies[b] = scratch_.data() + (2 + static_cast<Index>(b)) * chunk_size;
       std::copy_n(buffers[b], len, copies[b]);
     }
@@ -128,7 +130,7 @@ class Optimizer {
                             Index len) {
     for (std::size_t k = 1; k <= N; ++k) {
       const std::size_t b = k % N;  // 1, ..., N - 1, then 0
-      if (gradscope::detail::all_finite(after[b], len)) continue;
+      if (!after[b] || gradscope::detail::all_finite(after[b], len)) continue;
       for (Index e = 0; e < len; ++e)
         if (std::isfinite(before[b][e]) && !std::isfinite(after[b][e])) return static_cast<int>(b);
     }
@@ -145,6 +147,11 @@ class Optimizer {
   }
   /// A zero state buffer shaped like p.
   static Tensor<T> zeros_like(const Tensor<T>& p) { return Tensor<T>::zeros(p.shape()); }
+  /// The elements of chunk [k, k + len) of a state buffer, or nullptr when it is not allocated
+  /// (a buffer the configuration does not use).
+  static T* chunk_of(Tensor<T>& buffer, Index k) {
+    return buffer.defined() ? buffer.mutable_value().data() + k : nullptr;
+  }
   /// Throws ValueError naming the option unless v is finite and in [lo, hi] (or an open end).
   void check_option(const char* name, T v, double lo,
                     double hi = std::numeric_limits<double>::infinity(), bool open_lo = false,
@@ -199,7 +206,8 @@ Optimizer<T>::Optimizer(std::vector<ParamGroup<T>> groups) : groups_(std::move(g
                            display_name(all[seen[k - 1].second]), "') is given again as parameter ",
                            seen[k].second,
                            "; each parameter may appear once (in one group), or it is updated "
-                           "twice per step"));
+                           "twice per step (a module added to a model twice shares its "
+                           "parameters: pass them once)"));
     }
 }
 

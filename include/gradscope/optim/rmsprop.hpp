@@ -59,10 +59,11 @@ RMSprop<T>::RMSprop(std::vector<ParamGroup<T>> groups, RMSpropOptions<T> opt)
   this->check_option("weight_decay", opt.weight_decay, 0);
   this->check_option("l1", opt.l1, 0);
   this->set_non_finite_policy(opt.non_finite);
+  // The average gradient only when centered, the momentum buffer only with momentum.
   for (auto& p : this->parameters()) {
     square_avg_.push_back(this->zeros_like(p));
-    grad_avg_.push_back(this->zeros_like(p));
-    momentum_.push_back(this->zeros_like(p));
+    grad_avg_.push_back(opt.centered ? this->zeros_like(p) : Tensor<T>());
+    momentum_.push_back(opt.momentum > 0 ? this->zeros_like(p) : Tensor<T>());
   }
 }
 
@@ -82,14 +83,13 @@ auto RMSprop<T>::apply(bool commit) -> std::optional<Overflow> {
       const T* grad = p.grad().data();
       T* wp = p.mutable_value().data();
       T* vp = square_avg_[i].mutable_value().data();
-      T* gap = grad_avg_[i].mutable_value().data();
-      T* bp = momentum_[i].mutable_value().data();
       for (Index k = 0, n = p.size(); k < n; k += chunk) {
         const Index len = std::min(chunk, n - k);
-        const std::array<T*, 4> real{wp + k, vp + k, gap + k, bp + k};
+        const std::array<T*, 4> real{wp + k, vp + k, this->chunk_of(grad_avg_[i], k),
+                                     this->chunk_of(momentum_[i], k)};
         const auto staged = this->stage(commit, real, len);
-        Eigen::Map<Array> w(staged[0], len), v(staged[1], len), ga(staged[2], len),
-            b(staged[3], len);
+        Eigen::Map<Array> w(staged[0], len), v(staged[1], len), ga(staged[2], staged[2] ? len : 0),
+            b(staged[3], staged[3] ? len : 0);
         Eigen::Map<Array> g(this->scratch(0), len), d(this->scratch(1), len);
         g = Eigen::Map<const Array>(grad + k, len);
         if (reg && o_.weight_decay != 0) g += o_.weight_decay * w;

@@ -54,7 +54,9 @@ SGD<T>::SGD(std::vector<ParamGroup<T>> groups, SGDOptions<T> opt)
   if (opt.nesterov && (opt.momentum <= 0 || opt.dampening != 0))
     throw ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0");
   this->set_non_finite_policy(opt.non_finite);
-  for (auto& p : this->parameters()) momentum_.push_back(this->zeros_like(p));
+  // Buffers only with momentum: plain SGD keeps no state.
+  for (auto& p : this->parameters())
+    momentum_.push_back(opt.momentum != 0 ? this->zeros_like(p) : Tensor<T>());
 }
 
 template <Scalar T>
@@ -72,12 +74,11 @@ auto SGD<T>::apply(bool commit) -> std::optional<Overflow> {
       const bool reg = decays && this->regularized(group, p);
       const T* grad = p.grad().data();
       T* wp = p.mutable_value().data();
-      T* bp = momentum_[i].mutable_value().data();
       for (Index k = 0, n = p.size(); k < n; k += chunk) {
         const Index len = std::min(chunk, n - k);
-        const std::array<T*, 2> real{wp + k, bp + k};
+        const std::array<T*, 2> real{wp + k, this->chunk_of(momentum_[i], k)};
         const auto staged = this->stage(commit, real, len);
-        Eigen::Map<Array> w(staged[0], len), b(staged[1], len);
+        Eigen::Map<Array> w(staged[0], len), b(staged[1], staged[1] ? len : 0);
         // g: the gradient, or a regularised copy of it.
         const Eigen::Map<const Array> g0(grad + k, len);
         Eigen::Map<Array> g(this->scratch(0), reg ? len : 0);
