@@ -1094,3 +1094,38 @@ TEST_CASE("Updates of parameters larger than a chunk match the reference", "[opt
       },
       RefRmsprop{.lr = 0.01, .momentum = 0.9, .centered = true, .weight_decay = 0.1});
 }
+
+TEST_CASE("step() checks against the state and weights as they are now", "[optim][nonfinite]") {
+  // Usually step() rules an overflow out from magnitudes: the largest |gradient| and |weight|,
+  // read each step, and bounds on the state carried from step to step. State written through
+  // named_state() (a checkpoint load) and weights written by hand must be taken into account.
+  SECTION("state loaded between steps") {
+    auto p = float_param(10, 0.5f, 1e-3f, "w");
+    opt::Adam<float> o({p}, {.lr = 10});
+    REQUIRE(o.step());
+    for (auto& s : o.named_state())
+      if (s.name == "w.exp_avg") s.tensor.mutable_value()(0, 3) = 3e38f;  // |m / eps| overflows
+    o.state_loaded();
+    const auto before = snapshot(o);
+    CHECK_THROWS_WITH(o.step(), Catch::Contains("would make parameter 'w'"));
+    CHECK(same_bits(snapshot(o), before));
+  }
+  SECTION("a learning rate of 0 does not hide an overflowing decay term") {
+    // g + wd p = 1e40 is Inf in float, and 0 * Inf is NaN.
+    auto p = optim_test::parameter<float>(gs::Matrix<float>::Constant(2, 2, 1e10f), 2, "w");
+    p.mutable_grad().setConstant(1);
+    opt::SGD<float> o({p}, {.lr = 0, .weight_decay = 1e30f});
+    CHECK_THROWS_WITH(o.step(), Catch::Contains("would make parameter 'w'"));
+    CHECK(p.value()(0, 0) == 1e10f);
+  }
+  SECTION("a weight set by hand between steps") {
+    auto p = float_param(10, 0.5f, -1e38f, "w");
+    opt::SGD<float> o({p}, {.lr = 1});
+    p.mutable_grad().setConstant(-1e-3f);
+    REQUIRE(o.step());
+    p.mutable_value()(0, 7) = 3e38f;
+    p.mutable_grad()(0, 7) = -1e38f;  // 3e38 + 1e38 is beyond float
+    CHECK_THROWS_WITH(o.step(), Catch::Contains("step 2 would make parameter 'w'"));
+    CHECK(p.value()(0, 7) == 3e38f);
+  }
+}

@@ -36,6 +36,8 @@ class Adam : public Optimizer<T> {
  protected:
   using typename Optimizer<T>::Overflow;
   std::optional<Overflow> apply(bool commit) override;
+  bool bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p, double grad_max,
+               double value_max, std::array<double, 3>& next) const override;
   std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) override;
 
  private:
@@ -118,6 +120,27 @@ auto Adam<T>::apply(bool commit) -> std::optional<Overflow> {
     }
   }
   return std::nullopt;
+}
+
+template <Scalar T>
+bool Adam<T>::bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p, double g,
+                      double w, std::array<double, 3>& next) const {
+  // Every intermediate of apply() bounded by magnitudes: |m / (sqrt(v^) + eps)| <= |m| / eps.
+  const double lr = static_cast<double>(this->group_lr(group)), wd = o_.weight_decay, b1 = o_.beta1,
+               b2 = o_.beta2, eps = o_.eps;
+  const T t = static_cast<T>(this->steps());  // c1 and c2 exactly as apply() rounds them
+  const double c1 = static_cast<double>(T(1) - std::pow(o_.beta1, t));
+  const double c2 = static_cast<double>(T(1) - std::pow(o_.beta2, t));
+  const bool reg = this->regularized(group, p);
+  const double ge = g + (reg && !decoupled_ ? wd * w : 0) + (reg ? double(o_.l1) : 0);
+  const double shrunk = reg && decoupled_ ? w * std::abs(1 - lr * wd) : w;
+  const double m = b1 * this->state_max(i, 0) + (1 - b1) * ge;
+  const double v = b2 * this->state_max(i, 1) + (1 - b2) * ge * ge;
+  next = {m, v, 0};
+  const double step = lr / c1;
+  const double limit = this->bound_limit();
+  return lr * wd < limit && ge * ge < limit && m < limit && v < limit && v / c2 < limit &&
+         step * m < limit && shrunk + step * m / eps < limit;
 }
 
 template <Scalar T>

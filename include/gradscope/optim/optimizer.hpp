@@ -82,7 +82,10 @@ class Optimizer {
   /// parameter, its buffers ("<param name>.exp_avg", ...). Loading writes into these tensors.
   std::vector<NamedTensor<T>> named_state();
   /// Call after loading values into named_state()'s tensors: takes the step count back.
-  void state_loaded() { steps_ = static_cast<std::int64_t>(std::llround(step_tensor_.item())); }
+  void state_loaded() {
+    steps_ = static_cast<std::int64_t>(std::llround(step_tensor_.item()));
+    state_max_known_ = false;
+  }
 
  protected:
   /// Where an update would first turn a finite value non-finite: parameter `param` (in
@@ -97,8 +100,15 @@ class Optimizer {
   /// applied (and returns nothing). With `commit` false nothing is stored: each chunk of the
   /// parameter and its state is copied to scratch (stage()), updated there by the same code,
   /// so to the same bits, and checked (first_overflow()); the result is the first value the
-  /// step would make non-finite. step() runs it both ways.
+  /// step would make non-finite. step() runs it both ways when bounded() cannot rule that out.
   virtual std::optional<Overflow> apply(bool commit) = 0;
+  /// Whether the update of parameter i provably stays finite, from magnitudes alone: the largest
+  /// |gradient| and |value| of the parameter, and state_max(i, k) bounding its buffers. Sets
+  /// `next` to bounds of the buffers after the update (whatever the answer). The bounds are
+  /// computed in double and must stay below bound_limit(); false when in doubt, and step() then
+  /// computes the update once without storing it, exactly.
+  virtual bool bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p,
+                       double grad_max, double value_max, std::array<double, 3>& next) const = 0;
   /// The named buffers of parameter i (in parameters() order).
   virtual std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) = 0;
 
@@ -106,6 +116,24 @@ class Optimizer {
   static constexpr Index chunk_size = 1024;
   /// Scratch block k (0 or 1) of chunk_size elements, for an update's temporaries.
   T* scratch(int k) noexcept { return scratch_.data() + k * chunk_size; }
+  /// The bounds of bounded() must stay below this: T's largest value with a margin of 8 for the
+  /// rounding of the few operations of an update.
+  static constexpr double bound_limit() {
+    return static_cast<double>(std::numeric_limits<T>::max()) / 8;
+  }
+  /// A bound on the magnitudes of state buffer k (the k-th of state_of(i), up to 3) of parameter
+  /// i: carried from step to step by bounded()'s `next` (no pass over the state), measured again
+  /// after the state was handed out (named_state()) or loaded (state_loaded()).
+  double state_max(std::size_t i, int k) const {
+    return state_max_[i][static_cast<std::size_t>(k)];
+  }
+  /// The largest |x| of n values; NaN when one is not finite; 0 when n is 0.
+  static double abs_max(const T* x, Index n) {
+    if (n == 0) return 0;
+    if (!gradscope::detail::all_finite(x, n)) return std::numeric_limits<double>::quiet_NaN();
+    return static_cast<double>(
+        Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x, n).abs().maxCoeff());
+  }
   /// The chunk of N buffers (a parameter's values, then its state; nullptr for a buffer the
   /// configuration does not use) an update should work on: the buffers themselves when
   /// committing, copies in scratch blocks 2.. when checking.
@@ -161,12 +189,19 @@ class Optimizer {
   T lr_ = T(0.01);
 
  private:
-  std::optional<Tensor<T>> first_non_finite() const;
+  std::optional<Tensor<T>> first_non_finite();
+  bool all_bounded();
   [[noreturn]] void throw_overflow(const Overflow& o) const;
+  // Measures the state's magnitudes again (after named_state() or state_loaded()).
+  void recompute_state_max();
 
   // Two blocks for temporaries, four for the staged copies of a checked chunk: allocated once,
   // so that step() allocates nothing.
   Matrix<T> scratch_ = Matrix<T>::Zero(6, chunk_size);
+  std::vector<double> grad_max_;  // per parameter, from the gradient scan
+  // Bounds of the state's magnitudes by parameter and buffer, and those after the step.
+  std::vector<std::array<double, 3>> state_max_, next_max_;
+  bool state_max_known_ = true;  // the state starts at zero
   std::int64_t steps_ = 0, skipped_ = 0, non_finite_steps_ = 0;
   NonFinite non_finite_ = NonFinite::error;
   Tensor<T> step_tensor_;
@@ -198,6 +233,9 @@ Optimizer<T>::Optimizer(std::vector<ParamGroup<T>> groups) : groups_(std::move(g
     throw ValueError(
         "optimizer: no parameters to optimise (an empty parameter list; a model without "
         "parameters?)");
+  grad_max_.assign(seen.size(), 0.0);
+  state_max_.assign(seen.size(), {0, 0, 0});
+  next_max_ = state_max_;
   std::sort(seen.begin(), seen.end());
   for (std::size_t k = 1; k < seen.size(); ++k)
     if (seen[k].first == seen[k - 1].first) {
@@ -243,11 +281,16 @@ bool Optimizer<T>::step() {
     }
     ++steps_;
     apply(true);
+    state_max_known_ = false;  // the state may hold NaNs now
     return false;
   }
   ++steps_;
-  // The update computed once without storing it: would it make a finite value non-finite?
-  if (const auto overflow = apply(false)) {
+  // Would the update make a finite value non-finite? Usually the magnitudes rule it out at the
+  // cost of reading the parameters once; else the update is computed once without storing it
+  // (and the state's magnitudes are measured again at the next step, to get tight bounds back).
+  const bool bounded_update = all_bounded();
+  if (!bounded_update) state_max_known_ = false;
+  if (const auto overflow = bounded_update ? std::nullopt : apply(false)) {
     switch (non_finite_) {
       case NonFinite::error:
         --steps_;
@@ -259,10 +302,12 @@ bool Optimizer<T>::step() {
       case NonFinite::proceed:
         ++non_finite_steps_;
         apply(true);
+        state_max_known_ = false;
         return false;
     }
   }
   apply(true);
+  if (bounded_update) state_max_.swap(next_max_);
   return true;
 }
 
@@ -296,6 +341,7 @@ std::vector<Tensor<T>> Optimizer<T>::parameters() const {
 template <Scalar T>
 std::vector<NamedTensor<T>> Optimizer<T>::named_state() {
   std::vector<NamedTensor<T>> out;
+  state_max_known_ = false;  // the buffers are handed out: they may be written
   Matrix<T> s(1, 1);
   s(0, 0) = static_cast<T>(steps_);
   step_tensor_ = Tensor<T>(s, 0, false);
@@ -312,11 +358,42 @@ std::vector<NamedTensor<T>> Optimizer<T>::named_state() {
 }
 
 template <Scalar T>
-std::optional<Tensor<T>> Optimizer<T>::first_non_finite() const {
+std::optional<Tensor<T>> Optimizer<T>::first_non_finite() {
+  // One pass per gradient finds a NaN or Inf and the largest magnitude (for bounded()).
+  std::size_t i = 0;
   for (const auto& g : groups_)
-    for (const auto& p : g.params)
-      if (!gradscope::detail::all_finite(p.grad())) return p;
+    for (const auto& p : g.params) {
+      grad_max_[i] = abs_max(p.grad().data(), p.size());
+      if (!std::isfinite(grad_max_[i++])) return p;
+    }
   return std::nullopt;
+}
+
+template <Scalar T>
+bool Optimizer<T>::all_bounded() {
+  if (!state_max_known_) recompute_state_max();
+  bool ok = true;  // every parameter is visited: bounded() also carries the state's bounds
+  std::size_t i = 0;
+  for (const auto& g : groups_)
+    for (const auto& p : g.params) {
+      const double value_max = abs_max(p.value().data(), p.size());
+      // A value already non-finite (NaN here) leaves the decision to the exact check.
+      ok =
+          bounded(i, g, p, grad_max_[i], value_max, next_max_[i]) && std::isfinite(value_max) && ok;
+      ++i;
+    }
+  return ok;
+}
+
+template <Scalar T>
+void Optimizer<T>::recompute_state_max() {
+  for (std::size_t i = 0; i < state_max_.size(); ++i) {
+    state_max_[i] = {0, 0, 0};
+    std::size_t k = 0;
+    for (const auto& [name, buffer] : state_of(i))
+      if (k < 3) state_max_[i][k++] = abs_max(buffer.value().data(), buffer.size());
+  }
+  state_max_known_ = true;
 }
 
 }  // namespace gradscope::optim

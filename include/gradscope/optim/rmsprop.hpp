@@ -37,6 +37,8 @@ class RMSprop : public Optimizer<T> {
  protected:
   using typename Optimizer<T>::Overflow;
   std::optional<Overflow> apply(bool commit) override;
+  bool bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p, double grad_max,
+               double value_max, std::array<double, 3>& next) const override;
   std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) override;
 
  private:
@@ -115,6 +117,31 @@ auto RMSprop<T>::apply(bool commit) -> std::optional<Overflow> {
     }
   }
   return std::nullopt;
+}
+
+template <Scalar T>
+bool RMSprop<T>::bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p, double g,
+                         double w, std::array<double, 3>& next) const {
+  // The denominator is at least eps: |g / d| <= |g| / eps. The buffers in state_of order.
+  const double lr = static_cast<double>(this->group_lr(group)), a = o_.alpha, eps = o_.eps;
+  const bool reg = this->regularized(group, p);
+  const double ge = g + (reg ? double(o_.weight_decay) * w + double(o_.l1) : 0);
+  next = {0, 0, 0};
+  int k = 0;
+  const double v = a * this->state_max(i, k) + (1 - a) * ge * ge;
+  next[static_cast<std::size_t>(k++)] = v;
+  double ga = 0, b = ge / eps;
+  if (o_.centered) {
+    ga = a * this->state_max(i, k) + (1 - a) * ge;
+    next[static_cast<std::size_t>(k++)] = ga;
+  }
+  if (o_.momentum > 0) {
+    b = double(o_.momentum) * this->state_max(i, k) + ge / eps;
+    next[static_cast<std::size_t>(k++)] = b;
+  }
+  const double limit = this->bound_limit();
+  return ge * ge < limit && v < limit && ga * ga < limit && b < limit && lr * ge < limit &&
+         w + lr * b < limit;
 }
 
 template <Scalar T>

@@ -32,6 +32,8 @@ class SGD : public Optimizer<T> {
  protected:
   using typename Optimizer<T>::Overflow;
   std::optional<Overflow> apply(bool commit) override;
+  bool bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p, double grad_max,
+               double value_max, std::array<double, 3>& next) const override;
   std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) override;
 
  private:
@@ -113,6 +115,23 @@ auto SGD<T>::apply(bool commit) -> std::optional<Overflow> {
     }
   }
   return std::nullopt;
+}
+
+template <Scalar T>
+bool SGD<T>::bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p, double g,
+                     double w, std::array<double, 3>& next) const {
+  const double lr = static_cast<double>(this->group_lr(group)), mu = o_.momentum;
+  const bool reg = (o_.weight_decay != 0 || o_.l1 != 0) && this->regularized(group, p);
+  const double ge = g + (reg ? double(o_.weight_decay) * w + double(o_.l1) : 0);
+  double d = ge;  // how far the weight moves, over lr
+  next = {0, 0, 0};
+  if (mu != 0) {
+    const double b = this->steps() == 1 ? ge : mu * this->state_max(i, 0) + ge;
+    next[0] = b;
+    d = o_.nesterov ? ge + mu * b : b;
+  }
+  const double limit = this->bound_limit();
+  return ge < limit && d < limit && lr * d < limit && w + lr * d < limit;
 }
 
 template <Scalar T>
