@@ -429,20 +429,39 @@ std::optional<double> memory_available() {
 }
 
 // The limit: --max-memory, else MemAvailable; a configuration above it is refused.
-void check_memory(const Config& c, const MemoryEstimate& m) {
-  std::optional<double> limit;
-  std::string from;
+// The limit: --max-memory, else MemAvailable (or the cgroup's); none when neither is known.
+std::optional<double> memory_limit(const Config& c, std::string& from) {
   if (c.max_memory_gb > 0) {
-    limit = c.max_memory_gb * 1e9;
     from = "--max-memory";
-  } else if ((limit = memory_available())) {
-    from = "available (MemAvailable, or the control group's limit)";
+    return c.max_memory_gb * 1e9;
   }
+  from = "available (MemAvailable, or the control group's limit)";
+  return memory_available();
+}
+
+// A configuration estimated above the limit is refused.
+void check_memory(const Config& c, const MemoryEstimate& m) {
+  std::string from;
+  const auto limit = memory_limit(c, from);
   if (limit && m.to_allocate() > *limit)
     throw ConfigError("this configuration needs about " + MemoryEstimate::size(m.to_allocate()) +
                       " more memory (" + m.breakdown(c) + ") but " + MemoryEstimate::size(*limit) +
                       " is " + from + ": reduce --width, --depth or --batch-size" +
                       (c.max_memory_gb > 0 ? ", or raise --max-memory" : ""));
+}
+
+// Synthetic digits are drawn before the rest can be estimated: their own memory first (the
+// drawn set, its train/test split and the fit/validation split, 784 floats per image).
+void check_synthetic_memory(const Config& c) {
+  const double images = c.synthetic_size + c.synthetic_size / 5.0;
+  const double bytes = 3 * images * 784 * sizeof(T);
+  std::string from;
+  const auto limit = memory_limit(c, from);
+  if (limit && bytes > *limit)
+    throw ConfigError("--synthetic-size " + std::to_string(c.synthetic_size) + ": drawing " +
+                      std::to_string(static_cast<long long>(images)) + " digits needs about " +
+                      MemoryEstimate::size(bytes) + " but " + MemoryEstimate::size(*limit) +
+                      " is " + from);
 }
 
 // Peak resident memory of this process so far (VmHWM), in bytes; 0 when unknown.
@@ -520,7 +539,16 @@ int resume(const Config& c, const Data& d, nn::Sequential<T>& net, optim::Optimi
     throw ConfigError("--resume: the model in " + src + " takes " +
                       std::to_string(first->shape[1]) + " inputs but the images in '" +
                       d.train_images + "' have " + std::to_string(features) + " pixels");
-  gs::io::load_checkpoint(file, net, &opt, gs::io::RunState<T>{&sched, {}});
+  if (meta.count("gradscope.schedule.count")) {
+    gs::io::load_checkpoint(file, net, &opt, gs::io::RunState<T>{&sched, {}});
+  } else {  // a checkpoint of an older mnist_mlp: no run state to restore
+    gs::io::load_checkpoint(file, net, &opt);
+    sched.set_count(opt.steps());
+    std::printf(
+        "note: %s holds no run state (schedule position, dropout streams): the resumed "
+        "run will not repeat the uninterrupted one exactly\n",
+        src.c_str());
+  }
   loader.set_epoch(epoch);
   return static_cast<int>(epoch);
 }
@@ -538,6 +566,7 @@ int run(const Config& c) {
   gs::manual_seed(c.seed);
   Eigen::setNbThreads(c.threads);
   check_output_paths(c);
+  if (c.synthetic) check_synthetic_memory(c);
   const Data d = load_data(c);
   const int classes = d.fit.classes;
   if (c.batchnorm && d.fit.size() < 2)

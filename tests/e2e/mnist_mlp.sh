@@ -158,6 +158,14 @@ done
 edit_epoch "$dir/ck-1.safetensors" "$dir/bad.safetensors" epocX 1
 expect 2 missing-epoch "bad.safetensors': metadata 'epoch' is missing" -- "${same[@]}" \
   --resume "$dir/bad.safetensors" --report-dir "$dir/r"
+# A checkpoint without run state (an older mnist_mlp's) resumes, and says it will not repeat the
+# uninterrupted run exactly.
+perl -0777 -pe 's{"gradscope\.checksum":}{"gradscope.checksuX":} or die;
+  s{"gradscope\.format":}{"gradscope.formaX":} or die;
+  s{"gradscope\.schedule\.count":}{"gradscope.schedule.counX":} or die' \
+  "$dir/ck-1.safetensors" > "$dir/old.safetensors"
+expect 0 resume-without-run-state "holds no run state" "epoch  3" -- "${same[@]}" \
+  --resume "$dir/old.safetensors" --report-dir "$dir/r"
 
 # ---- output paths checked before training ----
 expect 2 empty-report-dir "--report-dir: empty" -- --synthetic --report-dir ""
@@ -180,6 +188,8 @@ expect 2 huge-depth "needs about [0-9.]+ GB more memory" -- --synthetic --synthe
   --width 4096 --depth 1000
 expect 2 max-memory "needs about [0-9]+ MB more memory .* but 10 MB is --max-memory" \
   "raise --max-memory" -- --synthetic --synthetic-size 100 --width 2000 --max-memory 0.01
+expect 2 synthetic-memory "--synthetic-size 1000000: drawing 1200000 digits needs about 11.3 GB" \
+  -- --synthetic --synthetic-size 1000000 --max-memory 1
 # The estimate is close to what a run uses: a model of 9.6 M parameters with Adam (154 MB).
 expect 0 estimate "memory: peak" -- --synthetic --synthetic-size 100 --width 2000 --depth 3 \
   --batch-size 100 --epochs 1 --report-dir "$dir/r"
