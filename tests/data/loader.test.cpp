@@ -55,6 +55,33 @@ TEST_CASE("DataLoader covers every row once per epoch, in batches", "[data][load
   CHECK(first == epochs[0]);
 }
 
+TEST_CASE("DataLoader set_epoch resumes the shuffling of an uninterrupted run", "[data][loader]") {
+  // Each epoch shuffles the previous epoch's order, so a resumed run that starts a fresh loader
+  // at epoch 3 sees other batches than the run it continues, unless set_epoch replays them.
+  const auto d = numbered(13);
+  auto order_of_epoch = [](data::DataLoader<float>& l) {
+    std::vector<int> o;
+    for (auto& b : l)
+      for (gs::Index i = 0; i < b.x.rows(); ++i) o.push_back(static_cast<int>(b.x.value()(i, 0)));
+    return o;
+  };
+  data::DataLoader<float> uninterrupted(d, {.batch_size = 4, .seed = 9});
+  std::vector<std::vector<int>> epochs;
+  for (int e = 0; e < 5; ++e) epochs.push_back(order_of_epoch(uninterrupted));
+  REQUIRE(epochs[3] != epochs[2]);
+  data::DataLoader<float> resumed(d, {.batch_size = 4, .seed = 9});
+  resumed.set_epoch(3);
+  CHECK(resumed.epoch() == 3);
+  CHECK(order_of_epoch(resumed) == epochs[3]);
+  CHECK(order_of_epoch(resumed) == epochs[4]);
+  // Back to the start, from anywhere.
+  resumed.set_epoch(0);
+  CHECK(order_of_epoch(resumed) == epochs[0]);
+  data::DataLoader<float> fresh(d, {.batch_size = 4, .seed = 9});
+  CHECK(order_of_epoch(fresh) != epochs[3]);  // what a resume without set_epoch would get
+  CHECK_THROWS_AS(resumed.set_epoch(-1), gs::ValueError);
+}
+
 TEST_CASE("DataLoader drop_last and no shuffle", "[data][loader]") {
   const auto d = numbered(10);
   data::DataLoader<float> loader(d, {.batch_size = 4, .shuffle = false, .drop_last = true});

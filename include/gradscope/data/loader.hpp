@@ -41,6 +41,10 @@ class DataLoader {
   }
   /// Epochs started so far.
   std::int64_t epoch() const noexcept { return epoch_; }
+  /// Puts the loader where it is after `epochs` epochs, for resuming a run from a checkpoint:
+  /// the next epoch gets the order an uninterrupted run would give it. (Each epoch shuffles the
+  /// previous epoch's order, so this replays the shuffles from the seed: O(epochs x size).)
+  void set_epoch(std::int64_t epochs);
 
   class iterator {
    public:
@@ -68,6 +72,8 @@ class DataLoader {
 
  private:
   void fill(Index k);
+  // The next epoch's order: the last one shuffled (when enabled).
+  void next_order();
 
   const Dataset<T>& data_;
   LoaderOptions opt_;
@@ -98,10 +104,25 @@ DataLoader<T>::DataLoader(const Dataset<T>& data, LoaderOptions opt)
 }
 
 template <Scalar T>
-typename DataLoader<T>::iterator DataLoader<T>::begin() {
+void DataLoader<T>::set_epoch(std::int64_t epochs) {
+  if (epochs < 0)
+    throw ValueError(gradscope::detail::cat("DataLoader::set_epoch: ", epochs, " epochs"));
+  rng_.seed(opt_.seed);
+  std::iota(order_.begin(), order_.end(), Index{0});
+  epoch_ = 0;
+  for (std::int64_t e = 0; e < epochs; ++e) next_order();
+}
+
+template <Scalar T>
+void DataLoader<T>::next_order() {
   if (opt_.shuffle)
     for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_.below(i)]);
   ++epoch_;
+}
+
+template <Scalar T>
+typename DataLoader<T>::iterator DataLoader<T>::begin() {
+  next_order();
   return iterator(this, 0);
 }
 

@@ -217,6 +217,9 @@ class Dropout : public Module<T> {
   double probability() const noexcept { return p_; }
   /// Restarts the mask stream.
   void seed(std::uint64_t s) { rng_.seed(s); }
+  /// The mask stream (its state() is saved in checkpoints by io::RunState).
+  Rng& rng() noexcept { return rng_; }
+  const Rng& rng() const noexcept { return rng_; }
 
  private:
   double p_;
