@@ -99,6 +99,7 @@ endif()
 
 # The scaling benchmark: scripts/bench.sh --dist runs it with 1 and 2 ranks.
 if(GRADSCOPE_BUILD_BENCHMARKS AND COMMAND gradscope_add_benchmark)
+  find_package(benchmark REQUIRED)
   gradscope_add_benchmark(bench_dist ${PROJECT_SOURCE_DIR}/bench/dist/data_parallel.bench.cpp)
   target_link_libraries(bench_dist PRIVATE gradscope_dist)
 endif()

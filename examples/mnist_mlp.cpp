@@ -20,6 +20,8 @@
 #include <memory>
 #include <string>
 
+#include "mnist_mlp_dist.hpp"  // mpiexec -n N mnist_mlp_mpi: the distributed hooks
+
 namespace gs = gradscope;
 namespace nn = gradscope::nn;
 namespace optim = gradscope::optim;
@@ -194,8 +196,8 @@ int run(const Config& c) {
   const auto model = build(c, fit.features(), fit.classes);
   nn::Sequential<T>& net = *model;
   auto opt = make_optimizer(c, net.parameters());
-  gs::data::DataLoader<T> loader(fit,
-                                 {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed});
+  auto loader =
+      mnist_dist::loader(fit, {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed});
   const std::int64_t total_steps = loader.batches() * c.epochs;
   optim::LrScheduler<T> sched(*opt, make_schedule(c, total_steps));
   dg::GradientMonitor<T> monitor(net, {.every = c.record_every});
@@ -207,8 +209,10 @@ int run(const Config& c) {
     std::printf("resumed from %s at epoch %d (step %lld)\n", c.resume.c_str(), start_epoch,
                 static_cast<long long>(opt->steps()));
   }
+  const std::string distributed = mnist_dist::attach(net, c.batch_size);
 
-  std::printf("gradscope %s | data: %s | validation %d\n", gs::version(), source.c_str(), val_n);
+  std::printf("gradscope %s | data: %s | validation %d\n%s", gs::version(), source.c_str(), val_n,
+              distributed.c_str());
   std::printf(
       "model: %d hidden layers of %d, %s, init %s%s%s%s | %lld parameters\n", c.depth, c.width,
       c.activation.c_str(), initializer(c).name().c_str(), c.batchnorm ? ", batch norm" : "",
@@ -225,14 +229,16 @@ int run(const Config& c) {
   const auto params = net.parameters();
   double total_seconds = 0;
   for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
-    gs::util::Progress progress(fit.size(), "epoch " + std::to_string(epoch + 1));
+    gs::util::Progress progress(fit.size(), "epoch " + std::to_string(epoch + 1),
+                                mnist_dist::progress_stream());
+    mnist_dist::set_epoch(epoch);
     double loss_sum = 0;
     gs::Index seen = 0;
     for (auto& [x, y] : loader) {
       tape.reset();
       auto loss = nn::softmax_cross_entropy(net(x), y);
       tape.backward(loss);
-      const double l = loss.item();
+      const auto [l, n] = mnist_dist::average_gradients(loss.item(), y.size(), monitor);
       monitor.record_gradients(l);
       if (c.clip_value > 0) optim::clip_grad_value(params, static_cast<T>(c.clip_value));
       if (c.clip_norm > 0) optim::clip_grad_norm(params, c.clip_norm);
@@ -242,13 +248,14 @@ int run(const Config& c) {
       monitor.record_update();
       opt->zero_grad();
       sched.step();
-      loss_sum += l * static_cast<double>(y.size());
-      seen += static_cast<gs::Index>(y.size());
+      loss_sum += l * static_cast<double>(n);
+      seen += n;
       progress.field("loss", loss_sum / static_cast<double>(seen));
       progress.update(seen);
     }
     const double secs = progress.finish();
     total_seconds += secs;
+    mnist_dist::end_epoch();
     const auto [val_acc, val_loss] = evaluate(net, val);
     const auto diagnosis = monitor.diagnose();
     std::printf(
@@ -257,7 +264,7 @@ int run(const Config& c) {
         epoch + 1, loss_sum / static_cast<double>(seen), val_loss, 100 * val_acc,
         static_cast<double>(seen) / secs, dg::verdict_name(diagnosis.verdict()));
     std::fflush(stdout);
-    if (!c.checkpoint.empty())
+    if (!c.checkpoint.empty() && mnist_dist::is_root())
       gs::io::save_checkpoint(c.checkpoint, net, opt.get(),
                               {{"epoch", std::to_string(epoch + 1)}, {"preset", c.preset}});
   }
@@ -265,6 +272,7 @@ int run(const Config& c) {
   std::printf("\ntest accuracy %.2f%% (test loss %.4f), %.1f s of training\n\n", 100 * test_acc,
               test_loss, total_seconds);
   std::printf("%s\n", monitor.report().c_str());
+  if (!mnist_dist::is_root()) return 0;
   fs::create_directories(c.report_dir);
   const auto dir = fs::path(c.report_dir);
   monitor.write_csv((dir / "gradients.csv").string());
@@ -280,6 +288,7 @@ int run(const Config& c) {
 }
 
 int main(int argc, char** argv) {
+  mnist_dist::Scope dist(argc, argv);
   Config c;
   gs::util::ArgParser app(
       "mnist_mlp: train a deep MLP on MNIST-format data and diagnose its gradients (gradscope)");
@@ -354,10 +363,8 @@ int main(int argc, char** argv) {
   try {
     return run(c);
   } catch (const gs::DataError& e) {
-    std::fprintf(stderr, "mnist_mlp: %s\n", e.what());
-    return 2;
+    return dist.fail(e, 2);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "mnist_mlp: %s\n", e.what());
-    return 1;
+    return dist.fail(e, 1);
   }
 }
