@@ -13,12 +13,18 @@
 //   dist_step/B/global_batch:256/bucket_kib:K   a whole training step; K: DataParallel's
 //                                               bucket size (8192, the default: one allreduce of
 //                                               net B's 2.6 MB; 256: eleven allreduces)
+//   dist_step/.../bucket_kib:256/overlap         the overlap prototype (OverlapPrototype below):
+//                                               each bucket's MPI_Iallreduce starts during
+//                                               backward, as soon as its gradients are complete
 //   dist_allreduce/B                            MPI_Allreduce of net B's gradients alone, the
 //                                               ranks in lockstep: the transfer's own cost
+//                                               (allreduce_ms: per call)
 // Counters (wall time: a rank waiting in MPI may sleep):
 //   samples/s        global samples per second (256 per step)
+//   MB               the gradients allreduced per step (net B: 664,074 floats)
 //   ranks            the number of ranks
-//   allreduce_ms     per step, inside MPI_Allreduce (includes waiting for the slower rank)
+//   allreduce_ms     per step, inside MPI_Allreduce (includes waiting for the slower rank);
+//                    with overlap, waiting for the buckets after backward and copying back
 //   copy_ms          per step, copying the gradients into the buckets and back
 //   comm_fraction    (allreduce_ms + copy_ms) / step time
 #include <benchmark/benchmark.h>
@@ -29,8 +35,11 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mlp_cases.hpp"
@@ -46,7 +55,72 @@ constexpr int kIterations = 200;  // fixed, so that every rank runs the same ste
 
 int g_rank = 0, g_size = 1;
 
-void BM_dist_step(benchmark::State& state, int bucket_kib) {
+// The overlap prototype: each bucket's MPI_Iallreduce starts from the post-accumulate hook of
+// its last parameter, while backward goes on with the layers below; every later hook calls
+// MPI_Testall (Open MPI progresses a non-blocking collective only inside MPI calls), and
+// finish() waits for the rest and copies the averages back. Buckets of about `bucket_bytes`,
+// in the order backward produces the gradients. Plain average (equal batches on every rank).
+class OverlapPrototype {
+ public:
+  OverlapPrototype(gs::nn::Module<float>& model, std::size_t bucket_bytes) {
+    params_ = model.parameters();
+    std::reverse(params_.begin(), params_.end());
+    const auto per_bucket = static_cast<gs::Index>(bucket_bytes / sizeof(float));
+    gs::Index offset = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      offsets_.push_back(offset);
+      offset += params_[i].size();
+      bucket_of_.push_back(buckets_.size());
+      if (offset - (buckets_.empty() ? 0 : buckets_.back().last) >= per_bucket ||
+          i + 1 == params_.size())
+        buckets_.push_back({buckets_.empty() ? 0 : buckets_.back().last, offset, 0, 0});
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) ++buckets_[bucket_of_[i]].params;
+    flat_.resize(static_cast<std::size_t>(offset));
+    requests_.assign(buckets_.size(), MPI_REQUEST_NULL);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      hooks_.push_back(params_[i].register_post_accumulate_hook(
+          [this, i](const gs::ConstMatrixMap<float>& g) { ready(i, g); }));
+  }
+  ~OverlapPrototype() {
+    for (auto& h : hooks_) h.remove();
+  }
+  void finish() {
+    MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+    const float inv = 1.0f / static_cast<float>(g_size);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      auto g = params_[i].mutable_grad();
+      for (gs::Index k = 0; k < g.size(); ++k)
+        g.data()[k] = flat_[static_cast<std::size_t>(offsets_[i] + k)] * inv;
+    }
+    for (auto& b : buckets_) b.arrived = 0;
+  }
+
+ private:
+  struct Bucket {
+    gs::Index first, last;
+    int params, arrived;
+  };
+  void ready(std::size_t i, const gs::ConstMatrixMap<float>& g) {
+    std::copy_n(g.data(), g.size(), flat_.data() + offsets_[i]);
+    Bucket& b = buckets_[bucket_of_[i]];
+    if (++b.arrived == b.params)
+      MPI_Iallreduce(MPI_IN_PLACE, flat_.data() + b.first, static_cast<int>(b.last - b.first),
+                     MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &requests_[bucket_of_[i]]);
+    int done = 0;
+    MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done, MPI_STATUSES_IGNORE);
+  }
+
+  std::vector<gs::Tensor<float>> params_;
+  std::vector<gs::Index> offsets_;
+  std::vector<std::size_t> bucket_of_;
+  std::vector<Bucket> buckets_;
+  std::vector<float> flat_;
+  std::vector<MPI_Request> requests_;
+  std::vector<gs::HookHandle> hooks_;
+};
+
+void BM_dist_step(benchmark::State& state, int bucket_kib, bool overlap) {
   const auto bucket_bytes = static_cast<std::size_t>(bucket_kib) * 1024;
   const gb::NetShape shape = gb::net_shape('B');
   const Eigen::Index local = kGlobalBatch / g_size;
@@ -62,17 +136,27 @@ void BM_dist_step(benchmark::State& state, int bucket_kib) {
   auto net = gb::make_gradscope_net<float>(shape, rng);
   gs::dist::DataParallel<float> dp(*net, MPI_COMM_WORLD, {.bucket_bytes = bucket_bytes});
   gs::optim::SGD<float> opt(net->parameters(), {.lr = gb::mlp::kLr});
+  std::optional<OverlapPrototype> overlapped;
+  if (overlap) overlapped.emplace(*net, bucket_bytes);
   gs::Tape<float> tape;
+  double overlap_seconds = 0;
   auto step = [&](std::size_t k) {
     tape.reset();
     auto loss = gs::nn::softmax_cross_entropy((*net)(x[k]), y[k]);
     tape.backward(loss);
-    dp.allreduce_gradients(local, loss.item());
+    if (overlapped) {
+      const double t0 = MPI_Wtime();
+      overlapped->finish();
+      overlap_seconds += MPI_Wtime() - t0;
+    } else {
+      dp.allreduce_gradients(local, loss.item());
+    }
     opt.step();
     opt.zero_grad();
   };
   for (std::size_t k = 0; k < 4; ++k) step(k);  // warm-up
   dp.reset_timing();
+  overlap_seconds = 0;
   MPI_Barrier(MPI_COMM_WORLD);
   std::size_t i = 0;
   for (auto _ : state) step(i++ % gb::mlp::kPool);
@@ -80,8 +164,11 @@ void BM_dist_step(benchmark::State& state, int bucket_kib) {
   const double steps = static_cast<double>(state.iterations());
   using benchmark::Counter;
   state.counters["samples/s"] = Counter(steps * kGlobalBatch, Counter::kIsRate);
+  state.counters["MB"] = static_cast<double>(net->parameter_count() * 4) * 1e-6;
   state.counters["ranks"] = g_size;
-  state.counters["allreduce_ms"] = 1e3 * dp.timing().allreduce_seconds / steps;
+  // With overlap: the wait for the last buckets after backward, and the copy back.
+  state.counters["allreduce_ms"] =
+      1e3 * (overlap ? overlap_seconds : dp.timing().allreduce_seconds) / steps;
   state.counters["copy_ms"] = 1e3 * dp.timing().copy_seconds / steps;
   state.counters["comm_fraction"] =
       Counter((dp.timing().allreduce_seconds + dp.timing().copy_seconds) / steps,
@@ -93,13 +180,21 @@ void BM_dist_allreduce(benchmark::State& state) {
   auto net = gb::make_gradscope_net<float>(gb::net_shape('B'), rng);
   std::vector<float> buf(static_cast<std::size_t>(net->parameter_count()), 1.0f);
   MPI_Barrier(MPI_COMM_WORLD);
+  const double start = MPI_Wtime();
   for (auto _ : state) {
     MPI_Allreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(buf.size()), MPI_FLOAT, MPI_SUM,
                   MPI_COMM_WORLD);
     benchmark::DoNotOptimize(buf.data());
   }
+  // The same counters as dist_step (Google Benchmark's CSV output wants them in every row).
+  const double seconds = MPI_Wtime() - start;
+  const double steps = static_cast<double>(state.iterations());
   state.counters["MB"] = static_cast<double>(buf.size() * sizeof(float)) * 1e-6;
   state.counters["ranks"] = g_size;
+  state.counters["samples/s"] = 0;
+  state.counters["allreduce_ms"] = 1e3 * seconds / steps;
+  state.counters["copy_ms"] = 0;
+  state.counters["comm_fraction"] = 1;
 }
 
 }  // namespace
@@ -115,11 +210,15 @@ int main(int argc, char** argv) {
                    static_cast<int>(kGlobalBatch));
     return 2;
   }
-  if (!ctx.is_root()) std::freopen("/dev/null", "w", stdout);  // rank 0 reports
-  for (const int kib : {8192, 256})
-    benchmark::RegisterBenchmark(
-        ("dist_step/B/global_batch:256/bucket_kib:" + std::to_string(kib)).c_str(), BM_dist_step,
-        kib)
+  if (!ctx.is_root()) {  // rank 0 reports
+    if (!std::freopen("/dev/null", "w", stdout) || !std::freopen("/dev/null", "w", stderr))
+      return 1;
+  }
+  for (const auto& [kib, overlap] : {std::pair{8192, false}, {256, false}, {256, true}})
+    benchmark::RegisterBenchmark(("dist_step/B/global_batch:256/bucket_kib:" + std::to_string(kib) +
+                                  (overlap ? "/overlap" : ""))
+                                     .c_str(),
+                                 BM_dist_step, kib, overlap)
         ->Iterations(kIterations)
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
