@@ -10,12 +10,15 @@
 // of iterations, so their collectives pair up; only rank 0 prints.
 //
 // Benchmarks:
-//   dist_step/B/global_batch:256/bucket_kib:K   a whole training step; K: DataParallel's
-//                                               bucket size (8192, the default: one allreduce of
-//                                               net B's 2.6 MB; 256: eleven allreduces)
-//   dist_step/.../bucket_kib:256/overlap         the overlap prototype (OverlapPrototype below):
-//                                               each bucket's MPI_Iallreduce starts during
-//                                               backward, as soon as its gradients are complete
+//   dist_step/B/global_batch:256/S/bucket_kib:K a whole training step. S: how the gradients
+//                                               are summed: shm (DataParallel's shared-memory
+//                                               window, its default on one node), allreduce
+//                                               (DataParallel with MPI_Allreduce), overlap
+//                                               (OverlapPrototype below: each bucket's
+//                                               MPI_Iallreduce starts during backward, as soon as
+//                                               its gradients are complete). K: the bucket size
+//                                               in KiB (8192, the default: one bucket for net B's
+//                                               2.66 MB; 256: eleven buckets)
 //   dist_allreduce/B                            MPI_Allreduce of net B's gradients alone, the
 //                                               ranks in lockstep: the transfer's own cost
 //                                               (allreduce_ms: per call)
@@ -120,7 +123,12 @@ class OverlapPrototype {
   std::vector<gs::HookHandle> hooks_;
 };
 
-void BM_dist_step(benchmark::State& state, int bucket_kib, bool overlap) {
+// How the gradients are summed: DataParallel through its shared-memory window (the default on
+// one node) or through MPI_Allreduce, or the overlap prototype (MPI_Iallreduce).
+enum class Sum { shared_memory, allreduce, overlap };
+
+void BM_dist_step(benchmark::State& state, int bucket_kib, Sum sum) {
+  const bool overlap = sum == Sum::overlap;
   const auto bucket_bytes = static_cast<std::size_t>(bucket_kib) * 1024;
   const gb::NetShape shape = gb::net_shape('B');
   const Eigen::Index local = kGlobalBatch / g_size;
@@ -134,7 +142,9 @@ void BM_dist_step(benchmark::State& state, int bucket_kib, bool overlap) {
   }
   gs::Rng rng(gb::mlp::kWeightSeed);
   auto net = gb::make_gradscope_net<float>(shape, rng);
-  gs::dist::DataParallel<float> dp(*net, MPI_COMM_WORLD, {.bucket_bytes = bucket_bytes});
+  gs::dist::DataParallel<float> dp(
+      *net, MPI_COMM_WORLD,
+      {.bucket_bytes = bucket_bytes, .shared_memory = sum == Sum::shared_memory});
   gs::optim::SGD<float> opt(net->parameters(), {.lr = gb::mlp::kLr});
   std::optional<OverlapPrototype> overlapped;
   if (overlap) overlapped.emplace(*net, bucket_bytes);
@@ -214,11 +224,18 @@ int main(int argc, char** argv) {
     if (!std::freopen("/dev/null", "w", stdout) || !std::freopen("/dev/null", "w", stderr))
       return 1;
   }
-  for (const auto& [kib, overlap] : {std::pair{8192, false}, {256, false}, {256, true}})
-    benchmark::RegisterBenchmark(("dist_step/B/global_batch:256/bucket_kib:" + std::to_string(kib) +
-                                  (overlap ? "/overlap" : ""))
+  const std::pair<int, Sum> variants[] = {{8192, Sum::shared_memory},
+                                          {8192, Sum::allreduce},
+                                          {256, Sum::allreduce},
+                                          {256, Sum::overlap}};
+  for (const auto& [kib, sum] : variants)
+    benchmark::RegisterBenchmark(("dist_step/B/global_batch:256/" +
+                                  std::string(sum == Sum::shared_memory ? "shm"
+                                              : sum == Sum::allreduce   ? "allreduce"
+                                                                        : "overlap") +
+                                  "/bucket_kib:" + std::to_string(kib))
                                      .c_str(),
-                                 BM_dist_step, kib, overlap)
+                                 BM_dist_step, kib, sum)
         ->Iterations(kIterations)
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);

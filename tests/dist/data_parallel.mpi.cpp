@@ -142,12 +142,15 @@ TEMPLATE_TEST_CASE(
   const GlobalBatch<T> batch;
   const bool clip = GENERATE(false, true);
   const bool uneven = GENERATE(false, true);
+  const bool shared_memory = GENERATE(true, false);
   INFO("clip_grad_norm " << (clip ? "on" : "off") << ", " << (uneven ? "5 + 3" : "4 + 4")
-                         << " rows");
+                         << " rows, "
+                         << (shared_memory ? "shared-memory window" : "MPI_Allreduce"));
   // Rank 1 starts from other weights: the broadcast gives it rank 0's.
   auto ref = make_net<T>(1, false);
   auto net = make_net<T>(1 + static_cast<std::uint64_t>(rank), false);
-  dist::DataParallel<T> dp(*net);
+  dist::DataParallel<T> dp(*net, MPI_COMM_WORLD, {.shared_memory = shared_memory});
+  CHECK(dp.uses_shared_memory() == shared_memory);  // both ranks are on this machine
   CHECK(relative_difference(*net, *ref) == 0);
 
   // The reference: one process, the whole batch.
@@ -267,7 +270,9 @@ TEMPLATE_TEST_CASE(
     CHECK(dp.mean(static_cast<double>(rank)) == 0.5);
   }
   SECTION("NonFinite::skip reports it and every rank's optimiser skips the step") {
-    dist::DataParallel<T> dp(*net, MPI_COMM_WORLD, {.non_finite = optim::NonFinite::skip});
+    // (through MPI_Allreduce; the error section above goes through the shared-memory window)
+    dist::DataParallel<T> dp(*net, MPI_COMM_WORLD,
+                             {.shared_memory = false, .non_finite = optim::NonFinite::skip});
     auto before = make_net<T>(5, false);
     forward_backward(*net, batch, s.first, s.n);
     if (rank == 1) net->named_parameters()[0].tensor.mutable_grad()(0, 0) = INFINITY;

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <string>
@@ -32,6 +33,11 @@ struct DataParallelOptions {
   std::size_t bucket_bytes = std::size_t{8} << 20;
   /// Broadcast rank 0's parameters and buffers to every rank in the constructor.
   bool broadcast = true;
+  /// When every rank is on one node (one shared-memory domain): sum the gradients through an
+  /// MPI shared-memory window (each rank adds up its slice of everyone's buckets in place,
+  /// then reads the others' slices) instead of MPI_Allreduce's copies through shared memory.
+  /// Off, or across nodes: MPI_Allreduce.
+  bool shared_memory = true;
   /// A non-finite gradient on any rank: error throws NonFiniteGradientError on every rank at
   /// once (the step is not taken); skip and proceed return the finding in the StepSummary and
   /// leave the decision to the optimiser's own policy (the averaged gradients are then
@@ -67,9 +73,11 @@ struct StepSummary {
 
 /// Time spent in communication since construction (or reset_timing()).
 struct CommTiming {
-  double allreduce_seconds = 0;  ///< inside MPI_Allreduce of the gradients
-  double copy_seconds = 0;       ///< packing gradients into the buckets and back
-  std::int64_t steps = 0;        ///< allreduce_gradients() calls
+  /// summing the gradients: in MPI_Allreduce, or (shared memory) in the two barriers and the
+  /// sum of this rank's slice; includes waiting for the slowest rank
+  double allreduce_seconds = 0;
+  double copy_seconds = 0;  ///< packing gradients into the buckets and back
+  std::int64_t steps = 0;   ///< allreduce_gradients() calls
 };
 
 /// Averages gradients across the ranks of a communicator. Per training step, on every rank:
@@ -91,6 +99,10 @@ class DataParallel {
                         DataParallelOptions opt = {});
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
+  /// Collective when the shared-memory window is in use: destroy it at the same point on every
+  /// rank. (Unwinding from an exception, it leaves the window to MPI_Finalize instead, since
+  /// the other ranks may not be unwinding.)
+  ~DataParallel();
 
   /// Averages every parameter's gradient across the ranks, in place; collective. `samples`:
   /// this rank's batch size (0: weigh ranks equally); `loss`: this rank's mean loss, averaged
@@ -118,6 +130,8 @@ class DataParallel {
 
   int rank() const noexcept { return rank_; }
   int size() const noexcept { return size_; }
+  /// True when the gradients are summed through a shared-memory window (see the options).
+  bool uses_shared_memory() const noexcept { return shm_; }
   MPI_Comm comm() const noexcept { return comm_; }
   /// The gradient buckets, as [first, last) offsets into the flat buffer, in allreduce order.
   const std::vector<std::pair<Index, Index>>& buckets() const noexcept { return buckets_; }
@@ -133,6 +147,13 @@ class DataParallel {
   void allreduce(T* data, Index n, MPI_Op op) const;
   void bcast(T* data, Index n, int root) const;
   std::string describe_bad(int rank, int param) const;
+  void open_window();
+  void node_sync() const;
+  void reduce_own_slice() const;
+  /// Calls f(sums, first, last) for the summed values of [first, last), in pieces that each
+  /// lie in one place (one rank's window segment, or the flat buffer).
+  template <class F>
+  void for_each_result(Index first, Index last, F&& f) const;
 
   nn::Module<T>& model_;
   MPI_Comm comm_;
@@ -141,8 +162,18 @@ class DataParallel {
   std::vector<Tensor<T>> params_;  // in allreduce order (reverse of the model's)
   std::vector<Index> offsets_;     // of each parameter's gradient in flat_
   std::vector<std::pair<Index, Index>> buckets_;
-  std::vector<T> flat_;  // the gradients, then the tail
+  std::vector<T> flat_;  // the gradients, then the tail (MPI_Allreduce path)
   CommTiming timing_;
+  // The shared-memory path: two windows used in turn (a rank may still be reading the previous
+  // step's sums from one while another packs the next step into the other), each with one
+  // segment per rank; rank r sums slice r of every segment into its own.
+  bool shm_ = false;
+  MPI_Comm node_ = MPI_COMM_NULL;
+  MPI_Win win_[2] = {MPI_WIN_NULL, MPI_WIN_NULL};
+  std::vector<T*> seg_[2];
+  std::vector<Index> slice_;  // slice r is [slice_[r], slice_[r + 1])
+  int turn_ = 0;
+  Index n_ = 0;  // gradients and tail
 };
 
 template <Scalar T>
@@ -165,7 +196,9 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, MPI_Comm comm, DataParallelO
   }
   offset += tail_size;  // the tail rides with the last bucket
   buckets_.emplace_back(bucket_start, offset);
-  flat_.assign(static_cast<std::size_t>(offset), T(0));
+  n_ = offset;
+  if (opt_.shared_memory && size_ > 1) open_window();
+  if (!shm_) flat_.assign(static_cast<std::size_t>(offset), T(0));
   if (opt_.reseed_dropout && size_ > 1) {
     std::uint64_t k = 0;
     model.visit([&](nn::Module<T>& m) {
@@ -178,6 +211,98 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, MPI_Comm comm, DataParallelO
     });
   }
   if (opt_.broadcast) broadcast_parameters(0);
+}
+
+template <Scalar T>
+DataParallel<T>::~DataParallel() {
+  if (!shm_ || std::uncaught_exceptions() > 0) return;
+  for (auto& w : win_) {
+    MPI_Win_unlock_all(w);
+    MPI_Win_free(&w);
+  }
+  MPI_Comm_free(&node_);
+}
+
+template <Scalar T>
+void DataParallel<T>::open_window() {
+  detail::check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_),
+                "MPI_Comm_split_type");
+  int node_size = 0, node_rank = 0;
+  MPI_Comm_size(node_, &node_size);
+  MPI_Comm_rank(node_, &node_rank);
+  // Every rank must reach every segment: only when the whole communicator is one node (and
+  // the node communicator keeps the ranks' order, as the key asks).
+  int all_local = node_size == size_ && node_rank == rank_ ? 1 : 0;
+  detail::check(MPI_Allreduce(MPI_IN_PLACE, &all_local, 1, MPI_INT, MPI_MIN, comm_),
+                "MPI_Allreduce");
+  if (!all_local) {
+    MPI_Comm_free(&node_);
+    return;
+  }
+  MPI_Info info;
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");  // each segment near its rank
+  for (int t = 0; t < 2; ++t) {
+    T* base = nullptr;
+    detail::check(
+        MPI_Win_allocate_shared(static_cast<MPI_Aint>(n_ * Index{sizeof(T)}),
+                                static_cast<int>(sizeof(T)), info, node_, &base, &win_[t]),
+        "MPI_Win_allocate_shared");
+    detail::check(MPI_Win_lock_all(MPI_MODE_NOCHECK, win_[t]), "MPI_Win_lock_all");
+    seg_[t].resize(static_cast<std::size_t>(size_));
+    for (int r = 0; r < size_; ++r) {
+      MPI_Aint bytes = 0;
+      int unit = 0;
+      T* p = nullptr;
+      detail::check(MPI_Win_shared_query(win_[t], r, &bytes, &unit, &p), "MPI_Win_shared_query");
+      seg_[t][static_cast<std::size_t>(r)] = p;
+    }
+  }
+  MPI_Info_free(&info);
+  slice_.resize(static_cast<std::size_t>(size_) + 1);
+  for (int r = 0; r <= size_; ++r) slice_[static_cast<std::size_t>(r)] = n_ * r / size_;
+  shm_ = true;
+}
+
+template <Scalar T>
+void DataParallel<T>::node_sync() const {
+  // The unified memory model of shared windows: a memory barrier, every rank, a memory barrier.
+  detail::check(MPI_Win_sync(win_[turn_]), "MPI_Win_sync");
+  detail::check(MPI_Barrier(node_), "MPI_Barrier");
+  detail::check(MPI_Win_sync(win_[turn_]), "MPI_Win_sync");
+}
+
+template <Scalar T>
+void DataParallel<T>::reduce_own_slice() const {
+  // Sums in rank order (the same order for every element, whichever rank sums it), in chunks
+  // that stay in cache, into this rank's own segment.
+  const auto& seg = seg_[turn_];
+  const Index first = slice_[static_cast<std::size_t>(rank_)];
+  const Index last = slice_[static_cast<std::size_t>(rank_) + 1];
+  constexpr Index chunk = 2048;
+  T acc[chunk];
+  for (Index k = first; k < last; k += chunk) {
+    const Index n = std::min(chunk, last - k);
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> a(acc, n);
+    a = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(seg[0] + k, n);
+    for (std::size_t r = 1; r < seg.size(); ++r)
+      a += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(seg[r] + k, n);
+    std::copy_n(acc, n, seg[static_cast<std::size_t>(rank_)] + k);
+  }
+}
+
+template <Scalar T>
+template <class F>
+void DataParallel<T>::for_each_result(Index first, Index last, F&& f) const {
+  if (!shm_) {
+    f(flat_.data() + first, first, last);
+    return;
+  }
+  for (int r = 0; r < size_ && first < last; ++r) {
+    const Index lo = std::max(first, slice_[static_cast<std::size_t>(r)]);
+    const Index hi = std::min(last, slice_[static_cast<std::size_t>(r) + 1]);
+    if (lo < hi) f(seg_[turn_][static_cast<std::size_t>(r)] + lo, lo, hi);
+  }
 }
 
 template <Scalar T>
@@ -206,9 +331,11 @@ StepSummary DataParallel<T>::allreduce_gradients(Index samples, double loss) {
   const double t0 = MPI_Wtime();
   const T w = samples > 0 ? static_cast<T>(samples) : T(1);
   int first_bad = -1;
+  if (shm_) turn_ ^= 1;
+  T* const buf = shm_ ? seg_[turn_][static_cast<std::size_t>(rank_)] : flat_.data();
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const auto g = params_[i].grad();
-    T* dst = flat_.data() + offsets_[i];
+    T* dst = buf + offsets_[i];
     Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> seg(dst, g.size());
     const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> src(g.data(), g.size());
     if (samples > 0)
@@ -218,15 +345,26 @@ StepSummary DataParallel<T>::allreduce_gradients(Index samples, double loss) {
     if (first_bad < 0 && !gradscope::detail::all_finite(dst, g.size()))
       first_bad = static_cast<int>(i);
   }
-  T* tail = flat_.data() + (static_cast<Index>(flat_.size()) - tail_size);
+  T* tail = buf + (n_ - tail_size);
   const bool loss_given = !std::isnan(loss);
   tail[weight] = w;
   tail[weighted_loss] = loss_given ? static_cast<T>(loss) * w : T(0);
   tail[has_loss] = loss_given ? T(1) : T(0);
   tail[non_finite] = first_bad >= 0 ? T(1) : T(0);
   const double t1 = MPI_Wtime();
-  for (const auto& [first, last] : buckets_) allreduce(flat_.data() + first, last - first, MPI_SUM);
+  if (shm_) {
+    node_sync();  // every rank's buckets are in place
+    reduce_own_slice();
+    node_sync();  // every slice is summed
+  } else {
+    for (const auto& [first, last] : buckets_) allreduce(buf + first, last - first, MPI_SUM);
+  }
   const double t2 = MPI_Wtime();
+  T sums[tail_size];
+  for_each_result(n_ - tail_size, n_, [&](const T* p, Index lo, Index hi) {
+    std::copy_n(p, hi - lo, sums + (lo - (n_ - tail_size)));
+  });
+  tail = sums;
 
   StepSummary out;
   out.samples = static_cast<double>(tail[weight]);
@@ -260,10 +398,12 @@ StepSummary DataParallel<T>::allreduce_gradients(Index samples, double loss) {
   const T inv = T(1) / tail[weight];
   for (std::size_t i = 0; i < params_.size(); ++i) {
     Tensor<T> p = params_[i];
-    auto g = p.mutable_grad();
-    const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> src(flat_.data() + offsets_[i],
-                                                                   g.size());
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(g.data(), g.size()) = src * inv;
+    T* g = p.mutable_grad().data();
+    const Index first = offsets_[i];
+    for_each_result(first, first + p.size(), [&](const T* src, Index lo, Index hi) {
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(g + (lo - first), hi - lo) =
+          Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(src, hi - lo) * inv;
+    });
   }
   const double t3 = MPI_Wtime();
   timing_.copy_seconds += (t1 - t0) + (t3 - t2);
