@@ -10,6 +10,14 @@
 
 option(GRADSCOPE_DIST "Build the MPI component (gradscope::dist) when MPI is found" ON)
 
+# Installed in every case beside gradscopeConfig.cmake, which includes it: consumers ask for
+# find_package(gradscope COMPONENTS dist) and link gradscope::dist, or learn why it is missing.
+if(GRADSCOPE_INSTALL)
+  set(_gradscope_dist_config_dir ${CMAKE_INSTALL_DATADIR}/cmake/gradscope)
+  install(FILES ${PROJECT_SOURCE_DIR}/cmake/gradscopeDist.cmake
+          DESTINATION ${_gradscope_dist_config_dir})
+endif()
+
 set(GRADSCOPE_DIST_FOUND OFF)
 if(GRADSCOPE_DIST)
   find_package(MPI COMPONENTS CXX QUIET)
@@ -23,9 +31,14 @@ if(NOT GRADSCOPE_DIST_FOUND)
     message(STATUS "gradscope: MPI not found: gradscope::dist, its tests, mnist_mlp_mpi and "
                    "bench_dist are not built (scripts/install-deps.sh installs OpenMPI)")
   endif()
+  if(GRADSCOPE_DIST)
+    set(_gradscope_dist_why "MPI was not found when configuring (apt-get install libopenmpi-dev openmpi-bin, or scripts/install-deps.sh)")
+  else()
+    set(_gradscope_dist_why "configured with -DGRADSCOPE_DIST=OFF")
+  endif()
   if(GRADSCOPE_BUILD_TESTS)
     add_test(NAME dist_skipped
-             COMMAND sh -c "echo 'tests/dist SKIPPED: MPI was not found when configuring (apt-get install libopenmpi-dev openmpi-bin, or scripts/install-deps.sh)'; exit 77")
+             COMMAND sh -c "echo 'tests/dist SKIPPED: ${_gradscope_dist_why}'; exit 77")
     set_tests_properties(dist_skipped PROPERTIES SKIP_RETURN_CODE 77 LABELS dist)
   endif()
   return()
@@ -107,13 +120,8 @@ if(GRADSCOPE_BUILD_BENCHMARKS AND COMMAND gradscope_add_benchmark)
   target_link_libraries(bench_dist PRIVATE gradscope_dist)
 endif()
 
-# Installed beside gradscopeConfig.cmake, which includes gradscopeDist.cmake: consumers ask for
-# find_package(gradscope COMPONENTS dist) and link gradscope::dist.
 if(GRADSCOPE_INSTALL)
-  set(_gradscope_dist_config_dir ${CMAKE_INSTALL_DATADIR}/cmake/gradscope)
   install(TARGETS gradscope_dist EXPORT gradscopeDistTargets)
   install(EXPORT gradscopeDistTargets NAMESPACE gradscope::
-          DESTINATION ${_gradscope_dist_config_dir})
-  install(FILES ${PROJECT_SOURCE_DIR}/cmake/gradscopeDist.cmake
           DESTINATION ${_gradscope_dist_config_dir})
 endif()
