@@ -9,7 +9,8 @@
 # The machine's load average is printed before and after: on a machine shared with other work
 # the 2-rank figure suffers first (both ranks must be on a core at once to exchange gradients).
 # Environment: GRADSCOPE_BENCH_BUILD_DIR (default build-bench), GRADSCOPE_JOBS (2),
-# GRADSCOPE_MPIEXEC_FLAGS (extra mpiexec flags; Open MPI as root gets --allow-run-as-root).
+# GRADSCOPE_MPIEXEC_FLAGS (extra mpiexec flags; Open MPI gets --mca mpi_yield_when_idle 1, and
+# --allow-run-as-root as root).
 # Needs: cmake, a C++20 compiler, Google Benchmark, MPI (scripts/install-deps.sh), awk.
 set -euo pipefail
 
@@ -43,8 +44,11 @@ exe=$build/bench_dist
 mpiexec=$(command -v mpiexec || command -v mpirun) ||
   { echo "bench-dist.sh: no mpiexec (scripts/install-deps.sh installs Open MPI)" >&2; exit 1; }
 read -r -a flags <<<"${GRADSCOPE_MPIEXEC_FLAGS:-}"
-if "$mpiexec" --version 2>/dev/null | grep -Eq "Open MPI|OpenRTE" && [[ $(id -u) == 0 ]]; then
-  flags+=(--allow-run-as-root)
+if "$mpiexec" --version 2>/dev/null | grep -Eq "Open MPI|OpenRTE"; then
+  # A waiting rank yields its core (sched_yield) instead of spinning: no cost on a quiet machine,
+  # and on a busy one the CPU time of a step is then its work, not its waiting.
+  flags+=(--mca mpi_yield_when_idle 1)
+  [[ $(id -u) == 0 ]] && flags+=(--allow-run-as-root)
 fi
 
 out=$(mktemp)
@@ -68,23 +72,26 @@ for ((r = 1; r <= rounds; ++r)); do
         /^name,/ { for (i = 1; i <= NF; ++i) { h = $i; gsub(/"/, "", h); col[h] = i }; next }
         /^"dist_step/ {
           name = $1; gsub(/"/, "", name); sub(/\/iterations.*/, "", name)
-          printf "%s\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\n", name, round, n, $col["samples/s"],
-            $col["real_time"], $col["allreduce_ms"], $col["copy_ms"]
+          printf "%s\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\n", name, round, n, $col["samples/s"],
+            $col["real_time"], $col["allreduce_ms"], $col["copy_ms"], $col["cpu_time"]
         }
         /^"dist_allreduce/ {
-          printf "dist_allreduce/B\t%d\t%d\t0\t%.3f\t%.3f\t0\n", round, n, $col["allreduce_ms"],
-            $col["allreduce_ms"]
+          printf "dist_allreduce/B\t%d\t%d\t0\t%.3f\t%.3f\t0\t%.3f\n", round, n, $col["allreduce_ms"],
+            $col["allreduce_ms"], $col["cpu_time"] / 1000
         }' "$out.csv" >>"$out"
   done
 done
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-printf '%-45s %5s %5s %12s %9s %13s %9s\n' benchmark round ranks samples/s step_ms allreduce_ms copy_ms
+printf '%-52s %5s %5s %10s %8s %8s %12s %8s\n' benchmark round ranks samples/s step_ms cpu_ms \
+  allreduce_ms copy_ms
 sort -t$'\t' -k1,1 -k3,3n -k2,2n "$out" |
-  awk -F'\t' '{ printf "%-45s %5d %5d %12.0f %9.2f %13.3f %9.3f\n", $1, $2, $3, $4, $5, $6, $7 }'
+  awk -F'\t' '{ printf "%-52s %5d %5d %10.0f %8.2f %8.2f %12.3f %8.3f\n", $1, $2, $3, $4, $5, $8, $6, $7 }'
 echo
-echo "medians over $rounds rounds:"
-printf '%-45s %5s %12s %9s %13s %9s %10s\n' benchmark ranks samples/s step_ms allreduce_ms copy_ms "vs 1 rank"
+echo "medians over $rounds rounds (cpu_ms: rank 0's CPU time per step; on a loaded machine"
+echo "'cpu ratio' = 1-rank cpu_ms / N-rank cpu_ms estimates the scaling the wall clock hides):"
+printf '%-52s %5s %10s %8s %8s %12s %8s %9s %9s\n' benchmark ranks samples/s step_ms cpu_ms \
+  allreduce_ms copy_ms "vs 1 rank" "cpu ratio"
 awk -F'\t' '
   function median(key, col,   n, i, j, t, a) {
     n = split(vals[key, col], a, " ")
@@ -92,14 +99,16 @@ awk -F'\t' '
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
   { key = $1 SUBSEP $3; if (!(key in seen)) { seen[key] = 1; keys[++m] = key }
-    for (c = 4; c <= 7; ++c) vals[key, c] = vals[key, c] " " $c }
+    for (c = 4; c <= 8; ++c) vals[key, c] = vals[key, c] " " $c }
   END {
-    for (k = 1; k <= m; ++k) { split(keys[k], p, SUBSEP); med[keys[k]] = median(keys[k], 4) }
+    for (k = 1; k <= m; ++k) { med[keys[k]] = median(keys[k], 4); cpu[keys[k]] = median(keys[k], 8) }
     for (k = 1; k <= m; ++k) {
       split(keys[k], p, SUBSEP)
-      base = med[p[1] SUBSEP 1]
-      ratio = (base > 0 && p[1] ~ /^dist_step/) ? sprintf("%.2fx", med[keys[k]] / base) : "-"
-      printf "%-45s %5d %12.0f %9.2f %13.3f %9.3f %10s\n", p[1], p[2], median(keys[k], 4),
-        median(keys[k], 5), median(keys[k], 6), median(keys[k], 7), ratio
+      base = med[p[1] SUBSEP 1]; cbase = cpu[p[1] SUBSEP 1]
+      step = p[1] ~ /^dist_step/
+      ratio = (step && base > 0) ? sprintf("%.2fx", med[keys[k]] / base) : "-"
+      cratio = (step && cpu[keys[k]] > 0) ? sprintf("%.2fx", cbase / cpu[keys[k]]) : "-"
+      printf "%-52s %5d %10.0f %8.2f %8.2f %12.3f %8.3f %9s %9s\n", p[1], p[2], median(keys[k], 4),
+        median(keys[k], 5), median(keys[k], 8), median(keys[k], 6), median(keys[k], 7), ratio, cratio
     }
   }' "$out"

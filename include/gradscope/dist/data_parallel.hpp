@@ -333,17 +333,23 @@ StepSummary DataParallel<T>::allreduce_gradients(Index samples, double loss) {
   int first_bad = -1;
   if (shm_) turn_ ^= 1;
   T* const buf = shm_ ? seg_[turn_][static_cast<std::size_t>(rank_)] : flat_.data();
+  // Copy (and scale) in chunks, each checked for NaN and Inf while it is still in L1.
+  constexpr Index chunk = 2048;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const auto g = params_[i].grad();
-    T* dst = buf + offsets_[i];
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> seg(dst, g.size());
-    const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> src(g.data(), g.size());
-    if (samples > 0)
-      seg = src * w;
-    else
-      seg = src;
-    if (first_bad < 0 && !gradscope::detail::all_finite(dst, g.size()))
-      first_bad = static_cast<int>(i);
+    bool finite = true;
+    for (Index k = 0; k < g.size(); k += chunk) {
+      const Index n = std::min(chunk, g.size() - k);
+      T* dst = buf + offsets_[i] + k;
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> seg(dst, n);
+      const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> src(g.data() + k, n);
+      if (samples > 0)
+        seg = src * w;
+      else
+        seg = src;
+      finite = finite && gradscope::detail::all_finite(dst, n);
+    }
+    if (first_bad < 0 && !finite) first_bad = static_cast<int>(i);
   }
   T* tail = buf + (n_ - tail_size);
   const bool loss_given = !std::isnan(loss);
