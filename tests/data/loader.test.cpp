@@ -3,7 +3,9 @@
 #include <gradscope/data/data.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
+#include <vector>
 
 namespace gs = gradscope;
 namespace data = gradscope::data;
@@ -86,6 +88,11 @@ TEST_CASE("Dataset split, subset and standardisation", "[data][dataset]") {
     for (gs::Index i = 0; i < part->size(); ++i) rows.insert(static_cast<int>(part->images(i, 0)));
   CHECK(rows.size() == 20);
   CHECK_THROWS_AS(d.split(21), gs::ValueError);
+  CHECK_THROWS_AS(d.split(-1), gs::ValueError);
+  // Indices outside the rows were read out of bounds.
+  CHECK_THROWS_WITH(d.subset({0, 20}), Catch::Contains("index 1 is 20, outside the 20 rows"));
+  CHECK_THROWS_WITH(d.subset({-1}), Catch::Contains("index 0 is -1"));
+  CHECK(d.subset({19, 0}).labels == std::vector<int>{9, 0});
   auto s = d;
   const auto [mean, sd] = s.mean_std();
   CHECK(mean == Approx(9.5));
@@ -117,4 +124,20 @@ TEST_CASE("synthetic_digits is deterministic, balanced and learnable-looking",
   }
   CHECK(ink8 > 2 * ink1);
   CHECK_THROWS_AS(data::synthetic_digits<float>(0), gs::ValueError);
+  CHECK_THROWS_WITH(data::synthetic_digits<float>(-3), Catch::Contains("got -3"));
+  // 784 floats per image: more images than any array can hold is refused before allocating.
+  CHECK_THROWS_WITH(data::synthetic_digits<float>(std::int64_t{1} << 60),
+                    Catch::Contains("synthetic_digits: size 1152921504606846976 x 784 is too "
+                                    "large"));
+}
+
+TEST_CASE("DataLoader refuses sizes it cannot serve", "[data][loader]") {
+  auto d = numbered(10);
+  CHECK_THROWS_WITH(data::DataLoader<float>(d, {.batch_size = 0}),
+                    Catch::Contains("batch_size must be > 0, got 0"));
+  CHECK_THROWS_WITH(data::DataLoader<float>(d, {.batch_size = -4}), Catch::Contains("got -4"));
+  // Labels that do not match the images were read out of bounds by fill().
+  d.labels.pop_back();
+  CHECK_THROWS_WITH(data::DataLoader<float>(d, {.batch_size = 4}),
+                    Catch::Contains("the dataset has 10 images but 9 labels"));
 }

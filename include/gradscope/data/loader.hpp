@@ -109,7 +109,12 @@ DataLoader<T>::DataLoader(const Dataset<T>& data, LoaderOptions opt)
 template <Scalar T>
 DataLoader<T>::DataLoader(const Dataset<T>& data, Index rows, LoaderOptions opt)
     : data_(data), rows_(rows), opt_(opt), rng_(opt.seed) {
-  if (opt.batch_size <= 0) throw ValueError("DataLoader: batch_size must be > 0");
+  if (opt.batch_size <= 0)
+    throw ValueError(
+        gradscope::detail::cat("DataLoader: batch_size must be > 0, got ", opt.batch_size));
+  if (static_cast<std::size_t>(data.size()) != data.labels.size())
+    throw ValueError(gradscope::detail::cat("DataLoader: the dataset has ", data.size(),
+                                            " images but ", data.labels.size(), " labels"));
   if (rows < 0) throw ValueError(gradscope::detail::cat("DataLoader: sampler size ", rows, " < 0"));
   order_.resize(static_cast<std::size_t>(rows));
   std::iota(order_.begin(), order_.end(), Index{0});

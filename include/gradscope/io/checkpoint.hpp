@@ -8,8 +8,10 @@
 /// Reserved metadata: "gradscope.format", "gradscope.checksum" and "gradscope.optimizer" (the
 /// optimiser's kind, for information).
 
+#include <bit>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <string>
 #include <string_view>
@@ -32,6 +34,11 @@ struct LoadOptions {
   bool strict = true;
   /// Verify "gradscope.checksum" when the file has one.
   bool verify_checksum = true;
+  /// Convert floating-point tensors of another dtype (F64, F32, F16, BF16; or a state dict of
+  /// the other scalar type) to the model's instead of refusing them: a float64 file into a
+  /// float model, say. Off by default, since narrowing loses precision silently. A value that
+  /// is finite in the source but beyond the target's range (1e300 into float) is a DataError.
+  bool convert_dtype = false;
 };
 
 namespace detail {
@@ -45,14 +52,96 @@ std::vector<std::uint64_t> dims_of(const Tensor<T>& t) {
   return d;
 }
 
-/// Decodes every target's tensor from `file` after checking names, dtypes and shapes; changes
+/// Float from IEEE 754 binary16 bits.
+inline float half_to_float(std::uint16_t h) noexcept {
+  const std::uint32_t sign = std::uint32_t{h & 0x8000u} << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1f, frac = h & 0x3ffu;
+  if (exp == 0) {  // zero or subnormal: frac * 2^-24, exact in float
+    const float v = static_cast<float>(frac) * 0x1p-24f;
+    return sign ? -v : v;
+  }
+  const std::uint32_t bits =
+      sign | (exp == 0x1f ? 0x7f800000u | (frac << 13) : ((exp + 112) << 23) | (frac << 13));
+  return std::bit_cast<float>(bits);
+}
+
+/// True for the dtypes LoadOptions::convert_dtype converts from.
+inline bool convertible_dtype(std::string_view dtype) noexcept {
+  return dtype == "F64" || dtype == "F32" || dtype == "F16" || dtype == "BF16";
+}
+
+/// Narrows (or widens) `v` into `*out`; false when `v` is finite but beyond T's range (then
+/// *out is left as it was: the cast itself would be undefined behaviour).
+template <Scalar T, class S>
+bool narrow_into(S v, T* out) noexcept {
+  if constexpr (sizeof(S) > sizeof(T))
+    if (std::isfinite(v) && std::abs(v) > static_cast<S>(std::numeric_limits<T>::max()))
+      return false;
+  *out = static_cast<T>(v);
+  return true;
+}
+
+/// Decodes `n` little-endian values of `dtype` (a convertible_dtype) at `src` into `out`.
+/// Returns the index of the first value that is finite in the source but beyond T's range, or
+/// n.
+template <Scalar T>
+std::size_t convert_le(std::string_view dtype, const std::byte* src, std::size_t n, T* out) {
+  const auto each = [&]<std::size_t width>(auto to_value) {
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint64_t bits = 0;
+      for (std::size_t k = width; k-- > 0;)
+        bits = (bits << 8) | std::to_integer<std::uint64_t>(src[i * width + k]);
+      if (!narrow_into(to_value(bits), out + i)) return i;
+    }
+    return n;
+  };
+  if (dtype == "F64")
+    return each.template operator()<8>([](std::uint64_t b) { return std::bit_cast<double>(b); });
+  if (dtype == "F32")
+    return each.template operator()<4>(
+        [](std::uint64_t b) { return std::bit_cast<float>(static_cast<std::uint32_t>(b)); });
+  if (dtype == "F16")
+    return each.template operator()<2>(
+        [](std::uint64_t b) { return half_to_float(static_cast<std::uint16_t>(b)); });
+  // BF16: the top half of a float.
+  return each.template operator()<2>(
+      [](std::uint64_t b) { return std::bit_cast<float>(static_cast<std::uint32_t>(b << 16)); });
+}
+
+/// A safetensors file as a source of tensors for stage().
+struct FileSource {
+  const SafetensorsFile& file;
+  const std::string& label() const noexcept { return file.source(); }
+  static constexpr const char* noun = "file";
+  const TensorEntry* find(std::string_view name) const { return file.find(name); }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& e : file.tensors()) out.push_back(e.name);
+    return out;
+  }
+  /// Decodes `e` into `out`; returns the index of the first value that overflows T, or the size.
+  template <Scalar T>
+  std::size_t decode(const TensorEntry& e, T* out) const {
+    if (e.dtype == dtype_of<T>()) {
+      file.read_into(e, out);
+      return static_cast<std::size_t>(e.byte_size() / sizeof(T));
+    }
+    const std::size_t n = static_cast<std::size_t>(e.byte_size() / dtype_size(e.dtype));
+    return convert_le<T>(e.dtype, file.data(e).data(), n, out);
+  }
+};
+
+/// Decodes every target's tensor from `source` after checking names, dtypes and shapes; changes
 /// nothing. targets[0, owned_by_model) belong to the model, the rest to the optimiser (for the
 /// messages). Extra tensors starting with `ignore_prefix` (when not empty) are never an error.
-template <Scalar T>
-std::vector<Matrix<T>> stage(const SafetensorsFile& file,
-                             const std::vector<NamedTensor<T>>& targets, std::size_t owned_by_model,
-                             bool strict, std::string_view ignore_prefix) {
-  const std::string& src = file.source();
+/// A tensor of another dtype is converted when `convert` (and is a DataError otherwise).
+/// `source`: FileSource or StateDictSource (label(), noun, find(), names(), decode()).
+template <Scalar T, class Source>
+std::vector<Matrix<T>> stage(const Source& source, const std::vector<NamedTensor<T>>& targets,
+                             std::size_t owned_by_model, bool strict,
+                             std::string_view ignore_prefix, bool convert) {
+  const std::string& src = source.label();
+  const char* noun = Source::noun;
   std::set<std::string> wanted;
   for (const auto& t : targets) {
     if (!wanted.insert(t.name).second)
@@ -65,43 +154,55 @@ std::vector<Matrix<T>> stage(const SafetensorsFile& file,
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const auto& target = targets[i];
     const char* owner = i < owned_by_model ? "model" : "optimizer";
-    const TensorEntry* e = file.find(target.name);
+    const auto* e = source.find(target.name);
     if (!e) {
       missing.push_back(target.name);
       continue;
     }
-    if (e->dtype != dtype_of<T>())
-      throw DataError(cat(src, ": tensor ", quote_name(target.name), ": file has dtype ", e->dtype,
-                          ", ", owner, " has ", dtype_of<T>()));
+    if (e->dtype != dtype_of<T>() && !(convert && convertible_dtype(e->dtype)))
+      throw DataError(cat(src, ": tensor ", quote_name(target.name), ": ", noun, " has dtype ",
+                          e->dtype, ", ", owner, " has ", dtype_of<T>(),
+                          convertible_dtype(e->dtype)
+                              ? cat(" (LoadOptions::convert_dtype = true converts ", e->dtype,
+                                    " to ", dtype_of<T>(), ")")
+                              : std::string(" (only floating-point tensors can be loaded: F64, "
+                                            "F32, F16, BF16)")));
     const auto want = dims_of(target.tensor);
     if (e->shape != want) {
-      TensorEntry w;
+      TensorEntry w, have;
       w.shape = want;
-      throw ShapeError(cat(src, ": tensor ", quote_name(target.name), ": file has shape ",
-                           e->shape_str(), ", ", owner, " has ", w.shape_str()));
+      have.shape = e->shape;
+      throw ShapeError(cat(src, ": tensor ", quote_name(target.name), ": ", noun, " has shape ",
+                           have.shape_str(), ", ", owner, " has ", w.shape_str()));
     }
     staged[i].resize(target.tensor.rows(), target.tensor.cols());
-    file.read_into(*e, staged[i].data());
+    const auto count = static_cast<std::size_t>(staged[i].size());
+    if (const std::size_t bad = source.decode(*e, staged[i].data()); bad < count)
+      throw DataError(cat(src, ": tensor ", quote_name(target.name), ": element ", bad, " (row ",
+                          static_cast<Index>(bad) / staged[i].cols(), ", column ",
+                          static_cast<Index>(bad) % staged[i].cols(), ") is beyond the range of ",
+                          dtype_of<T>(), " (converting from ", e->dtype, ")"));
   }
   if (!missing.empty()) {
     bool optimizer_only = true;
     for (const auto& m : missing) optimizer_only &= m.starts_with(optimizer_prefix);
-    bool file_has_optimizer = false;
-    for (const auto& e : file.tensors()) file_has_optimizer |= e.name.starts_with(optimizer_prefix);
+    bool source_has_optimizer = false;
+    const auto names = source.names();
+    for (const auto& n : names) source_has_optimizer |= n.starts_with(optimizer_prefix);
     throw DataError(cat(src, ": missing ", missing.size(), " tensor",
                         missing.size() == 1 ? "" : "s", " to load: ", name_list(missing),
-                        optimizer_only && !file_has_optimizer
+                        optimizer_only && !source_has_optimizer
                             ? " (the checkpoint holds no optimizer state; load it without one)"
                             : ""));
   }
   if (strict) {
     std::vector<std::string> extra;
-    for (const auto& e : file.tensors())
-      if (!wanted.contains(e.name) && (ignore_prefix.empty() || !e.name.starts_with(ignore_prefix)))
-        extra.push_back(e.name);
+    for (const auto& n : source.names())
+      if (!wanted.contains(n) && (ignore_prefix.empty() || !n.starts_with(ignore_prefix)))
+        extra.push_back(n);
     if (!extra.empty())
       throw DataError(cat(src, ": ", extra.size(), " tensor", extra.size() == 1 ? "" : "s",
-                          " in the file ", extra.size() == 1 ? "has" : "have",
+                          " in the ", noun, " ", extra.size() == 1 ? "has" : "have",
                           " nothing to load into: ", name_list(extra),
                           " (LoadOptions::strict = false ignores them)"));
   }
@@ -183,8 +284,9 @@ Metadata load_checkpoint(const SafetensorsFile& file, nn::Module<T>& model,
                          const LoadOptions& options = {}) {
   const std::size_t model_count = model.named_parameters().size() + model.named_buffers().size();
   const auto targets = checkpoint_tensors(model, optimizer);
-  const auto staged = detail::stage(file, targets, model_count, options.strict,
-                                    optimizer ? std::string_view() : optimizer_prefix);
+  const auto staged =
+      detail::stage(detail::FileSource{file}, targets, model_count, options.strict,
+                    optimizer ? std::string_view() : optimizer_prefix, options.convert_dtype);
   if (optimizer) {
     const std::string step_name = std::string(optimizer_prefix) + "step";
     for (std::size_t i = model_count; i < targets.size(); ++i) {
@@ -220,7 +322,8 @@ Metadata load_checkpoint(const std::filesystem::path& path, nn::Module<T>& model
 template <Scalar T>
 void load_safetensors(const SafetensorsFile& file, const std::vector<NamedTensor<T>>& targets,
                       const LoadOptions& options = {}) {
-  const auto staged = detail::stage(file, targets, targets.size(), options.strict, {});
+  const auto staged = detail::stage(detail::FileSource{file}, targets, targets.size(),
+                                    options.strict, {}, options.convert_dtype);
   detail::commit(targets, staged);
 }
 
