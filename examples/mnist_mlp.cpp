@@ -31,6 +31,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "mnist_mlp_dist.hpp"  // mpiexec -n N mnist_mlp_mpi: the distributed hooks
+
 namespace gs = gradscope;
 namespace nn = gradscope::nn;
 namespace optim = gradscope::optim;
@@ -587,7 +589,7 @@ int run(const Config& c) {
   // Batch norm cannot normalise a batch of one sample: drop a last batch of one (the shuffle
   // puts another sample there each epoch).
   const bool drop_last = c.batchnorm && d.fit.size() % c.batch_size == 1;
-  gs::data::DataLoader<T> loader(
+  auto loader = mnist_dist::loader(
       d.fit, {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed, .drop_last = drop_last});
   const std::int64_t total_steps = loader.batches() * c.epochs;
   optim::LrScheduler<T> sched(*opt, make_schedule(c, total_steps));
@@ -600,9 +602,11 @@ int run(const Config& c) {
                 static_cast<long long>(opt->steps()));
   }
   const bool validate = d.val.size() > 0;
+  const std::string distributed = mnist_dist::attach(net, c.batch_size);
 
-  std::printf("gradscope %s | data: %s | validation %lld%s\n", gs::version(), d.source.c_str(),
-              static_cast<long long>(d.val.size()), c.standardize ? "" : " | not standardised");
+  std::printf("gradscope %s | data: %s | validation %lld%s\n%s", gs::version(), d.source.c_str(),
+              static_cast<long long>(d.val.size()), c.standardize ? "" : " | not standardised",
+              distributed.c_str());
   if (!d.validation_note.empty()) std::printf("note: %s\n", d.validation_note.c_str());
   if (drop_last)
     std::printf(
@@ -630,14 +634,17 @@ int run(const Config& c) {
   const gs::io::RunState<T> run_state{&sched, {}};
   double total_seconds = 0;
   for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
-    gs::util::Progress progress(per_epoch, "epoch " + std::to_string(epoch + 1));
+    gs::util::Progress progress(std::min<long long>(per_epoch * mnist_dist::ranks(), d.fit.size()),
+                                "epoch " + std::to_string(epoch + 1),
+                                mnist_dist::progress_stream());
+    mnist_dist::set_epoch(epoch);
     double loss_sum = 0;
     gs::Index seen = 0;
     for (auto& [x, y] : loader) {
       tape.reset();
       auto loss = objective(net, x, y).first;
       tape.backward(loss);
-      const double l = loss.item();
+      const auto [l, n] = mnist_dist::average_gradients(loss.item(), y.size(), monitor);
       monitor.record_gradients(l);
       if (c.clip_value > 0) optim::clip_grad_value(params, c.clip_value);
       if (c.clip_norm > 0) optim::clip_grad_norm(params, static_cast<double>(c.clip_norm));
@@ -645,13 +652,14 @@ int run(const Config& c) {
       monitor.record_update();
       opt->zero_grad();
       sched.step();
-      loss_sum += l * static_cast<double>(y.size());
-      seen += static_cast<gs::Index>(y.size());
+      loss_sum += l * static_cast<double>(n);
+      seen += n;
       progress.field("loss", loss_sum / static_cast<double>(seen));
       progress.update(seen);
     }
     const double secs = progress.finish();
     total_seconds += secs;
+    mnist_dist::end_epoch();
     const auto diagnosis = monitor.diagnose();
     std::printf("epoch %2d  train loss %.4f", epoch + 1, loss_sum / static_cast<double>(seen));
     if (validate) {
@@ -661,7 +669,7 @@ int run(const Config& c) {
     std::printf("  %6.0f samples/s  gradients: %s\n", static_cast<double>(seen) / secs,
                 dg::verdict_name(diagnosis.verdict()));
     std::fflush(stdout);
-    if (!c.checkpoint.empty())
+    if (!c.checkpoint.empty() && mnist_dist::is_root())
       gs::io::save_checkpoint(checkpoint_path(c, epoch + 1), net, opt.get(),
                               {{"epoch", std::to_string(epoch + 1)}, {"preset", c.preset}},
                               run_state);
@@ -670,6 +678,7 @@ int run(const Config& c) {
   std::printf("\ntest accuracy %.2f%% (test loss %.4f), %.1f s of training\n\n", 100 * test_acc,
               test_loss, total_seconds);
   std::printf("%s\n", monitor.report().c_str());
+  if (!mnist_dist::is_root()) return 0;
   fs::create_directories(c.report_dir);
   const auto dir = fs::path(c.report_dir);
   monitor.write_csv((dir / "gradients.csv").string());
@@ -709,6 +718,7 @@ void check_config(const Config& c) {
 }
 
 int main(int argc, char** argv) {
+  mnist_dist::Scope dist(argc, argv);
   Config c;
   gs::util::ArgParser app(
       "mnist_mlp: train a deep MLP on MNIST-format data and diagnose its gradients (gradscope)");
@@ -801,15 +811,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mnist_mlp: %s\n", e.what());
     return 2;
   } catch (const gs::DataError& e) {
-    std::fprintf(stderr, "mnist_mlp: %s\n", e.what());
-    return 2;
+    return dist.fail(e, 2);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr,
                  "mnist_mlp: out of memory (std::bad_alloc) although the estimate fitted: "
                  "reduce --width, --depth or --batch-size, or lower --max-memory\n");
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "mnist_mlp: %s\n", e.what());
-    return 1;
+    return dist.fail(e, 1);
   }
 }
