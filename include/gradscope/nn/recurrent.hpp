@@ -314,7 +314,8 @@ Tensor<T> Recurrent<T>::run(const Tensor<T>& x, const RecurrentState<T>& initial
       // The previous output enters the recurrence through a view of its own (no copy), so that
       // the gradient through the recurrence can be told from the total (TimeSteps).
       if (t > 0) time.recurrent.push_back(reshape(h, B, H));
-      const Tensor<T> gh = linear(t > 0 ? time.recurrent.back() : h, l.w_hh, l.b_hh);
+      const Tensor<T>& h_prev = t > 0 ? time.recurrent.back() : h;
+      const Tensor<T> gh = linear(h_prev, l.w_hh, l.b_hh);
       switch (kind_) {
         case CellKind::rnn:
           h = rnn_cell(xg, gh, opt_.nonlinearity, t);
@@ -326,7 +327,7 @@ Tensor<T> Recurrent<T>::run(const Tensor<T>& x, const RecurrentState<T>& initial
           h = slice_rows(state, 0, B);
           break;
         case CellKind::gru:
-          h = gru_cell(xg, gh, h, t);
+          h = gru_cell(xg, gh, h_prev, t);  // also z * h_prev: through the view
           time.cells.push_back(h);
           break;
       }
