@@ -15,7 +15,9 @@ namespace gradscope::optim {
 
 /// What an optimiser (or clip_grad_norm) does when a gradient holds a NaN or Inf.
 enum class NonFinite {
-  error,    ///< throw NumericalError naming the first parameter with a non-finite gradient
+  /// throw NumericalError naming the first parameter with a non-finite gradient (its op() is
+  /// "<Kind>.step", its phase() "update", its label() the parameter's name)
+  error,
   skip,     ///< leave every parameter unchanged this step (step() returns false)
   proceed,  ///< apply the step anyway; counted in non_finite_steps() and reported by step()
 };
@@ -139,9 +141,11 @@ bool Optimizer<T>::step() {
     const auto& p = *bad;
     switch (non_finite_) {
       case NonFinite::error:
-        throw NumericalError(gradscope::detail::cat(
-            kind(), ".step: non-finite gradient in parameter '", display_name(p), "' of shape ",
-            p.shape(), "; the step was not applied"));
+        throw NumericalError(
+            gradscope::detail::cat(kind(), ".step: non-finite gradient in parameter '",
+                                   display_name(p), "' of shape ", p.shape(),
+                                   "; the step was not applied"),
+            kind() + ".step", "update", display_name(p));
       case NonFinite::skip:
         ++skipped_;
         return false;
