@@ -508,7 +508,7 @@ TEST_CASE("the SVG's step ticks are round numbers spanning a long run",
 
 TEST_CASE("the events of the run appear in the table, CSV, JSON Lines and SVG",
           "[diagnostics][report][events]") {
-  AdamExplosion run(40);
+  AdamExplosion run(60);
   auto& monitor = *run.monitor;
   const auto d = monitor.diagnose();
   REQUIRE(d.happened(dg::Verdict::exploding));

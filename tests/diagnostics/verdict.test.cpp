@@ -605,8 +605,8 @@ TEST_CASE("a refused optimiser step, noted, names the parameter, the optimiser a
   CHECK(f->summary.find(" of ''") == std::string::npos);
   CHECK(f->layers == std::vector<std::string>{layer});
   // The growth of the loss and the norms before it.
-  CHECK(f->summary.find("Before it, the loss") != std::string::npos);
-  CHECK(f->summary.find("the total gradient norm from") != std::string::npos);
+  CHECK(f->summary.find("Before it, the loss went from") != std::string::npos);
+  CHECK(f->summary.find("the total gradient norm went from") != std::string::npos);
   CHECK(evidence(*f, "loss_growth") > 10);
   CHECK(evidence(*f, "total_norm_growth") > 10);
   CHECK(evidence(*f, "total_norm_last") > evidence(*f, "total_norm_low"));

@@ -67,12 +67,8 @@ struct Diagnosis {
     return std::any_of(events.begin(), events.end(),
                        [v](const Event& e) { return e.verdict() == v; });
   }
-  /// Whether event `e` still holds: its verdict and rule are among the latest findings.
-  bool ongoing(const Event& e) const {
-    return std::any_of(findings.begin(), findings.end(), [&](const Finding& f) {
-      return f.verdict == e.verdict() && f.rule == e.rule();
-    });
-  }
+  /// Whether event `e` still holds: it fired at the latest recorded step (or after it).
+  bool ongoing(const Event& e) const { return e.last_step >= step; }
   /// The events that are over, briefly: "exploding (steps 1-17), exploding (step 40)"; at most
   /// `max_items`, then "and N more"; "" when none.
   std::string earlier(std::size_t max_items = 4) const {
@@ -108,6 +104,14 @@ struct Diagnosis {
     if (!events.empty()) {
       os << "events during the run (" << events.size() << "):\n";
       for (const auto& e : events) {
+        const bool shown =
+            ongoing(e) && std::any_of(findings.begin(), findings.end(), [&](const Finding& f) {
+              return f.verdict == e.verdict() && f.rule == e.rule();
+            });
+        if (shown) {  // its finding is above: only the steps
+          os << "  [" << verdict_name(e.verdict()) << "] " << e.steps() << " (ongoing, above)\n";
+          continue;
+        }
         os << "  " << e.str() << (ongoing(e) ? " (ongoing)" : "") << '\n';
         if (!ongoing(e))
           for (const auto& h : e.finding.hints) os << "      hint: " << h << '\n';
@@ -328,27 +332,25 @@ GRADSCOPE_COMPILED_API std::vector<Finding> window_findings(const std::vector<La
     const bool loss_grew = loss_growth > t.growth_factor;
     if (big || norm_grew || diverged || loss_grew) {
       const std::string window = std::to_string(recs.size() - first_rec);
-      const std::string before = c0 == 1 && r1 == 1
-                                     ? "its value at step " + std::to_string(recs.front().step)
-                                     : "the " + std::to_string(r1 - r0) + " recorded steps before";
+      const std::string before =
+          c0 == 1 && r1 == 1 ? " at step " + std::to_string(recs.front().step)
+                             : " over the " + std::to_string(r1 - r0) + " recorded steps before";
       std::vector<std::string> parts;
       if (diverged)
         parts.push_back("the loss is " + detail::num(loss_w) + " (median of the last " + window +
                         " recorded steps), " + detail::num(loss_ratio) +
                         " times its first recorded value (" + detail::num(start) + " at step " +
                         std::to_string(start_step) + "): training has diverged");
-      if (loss_grew)
+      else if (loss_grew)
         parts.push_back("the loss grew " + detail::num(loss_growth) + "x (median " +
-                        detail::num(loss_c) + " against " + detail::num(loss_r) + " over " +
-                        before + ")");
+                        detail::num(loss_c) + " against " + detail::num(loss_r) + before + ")");
       if (big)
         parts.push_back("the total gradient norm is " + detail::num(norm_w) + " (median of the " +
                         "last " + window + " recorded steps), above " +
                         detail::num(t.exploding_norm));
-      if (norm_grew)
+      else if (norm_grew)
         parts.push_back("the total gradient norm grew " + detail::num(norm_growth) + "x (median " +
-                        detail::num(norm_c) + " against " + detail::num(norm_r) + " over " +
-                        before + ")");
+                        detail::num(norm_c) + " against " + detail::num(norm_r) + before + ")");
       Finding f;
       f.verdict = Verdict::exploding;
       f.rule = "divergence";
@@ -492,9 +494,9 @@ GRADSCOPE_COMPILED_API Finding origin_finding(const NanOrigin& o,
     bool known() const { return measured(last) && low > 0; }
     double growth() const { return known() ? last / low : not_measured; }
     std::string str(const std::string& what) const {
-      return what + " from " + detail::num(low) + " (step " + std::to_string(low_step) + ") to " +
-             detail::num(last) + " (step " + std::to_string(last_step) + "), " +
-             detail::num(growth()) + "x";
+      return what + " went from " + detail::num(low) + " (step " + std::to_string(low_step) +
+             ") to " + detail::num(last) + " (step " + std::to_string(last_step) + ", " +
+             detail::num(growth()) + "x)";
     }
   } loss, norm, grad;
   for (const auto& r : history.records()) {
