@@ -3,6 +3,7 @@
 
 #include "diag_test_util.hpp"
 
+#include <limits>
 #include <regex>
 
 using namespace diag_test;
@@ -256,4 +257,21 @@ TEST_CASE("the monitor's event log stays bounded over a long run of repeated exp
     CHECK(log.events()[k].first_step == static_cast<std::int64_t>(7 * k + 3));
     CHECK(log.events()[k].last_step == static_cast<std::int64_t>(7 * k + 3));
   }
+}
+
+TEST_CASE("a non-finite loss at a step the monitor does not record is still an event",
+          "[diagnostics][history][events]") {
+  auto net = relu_mlp<double>({4, 8, 3}, 1);
+  dg::GradientMonitor<double> monitor(*net, options([](auto& o) { o.every = 5; }));
+  for (int step = 0; step < 20; ++step)
+    monitor.record_gradients(step == 7 || step == 8 ? std::numeric_limits<double>::quiet_NaN()
+                                                    : 1.0);
+  const auto& events = monitor.events().events();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].rule() == "non_finite");
+  CHECK(events[0].first_step == 7);
+  CHECK(events[0].last_step == 8);
+  CHECK(events[0].finding.summary ==
+        "the loss is nan at step 7 (a step the monitor did not record)");
+  CHECK(monitor.report().find("earlier in the run: exploding (steps 7-8)") != std::string::npos);
 }

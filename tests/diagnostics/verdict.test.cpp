@@ -662,3 +662,31 @@ TEST_CASE("a sudden non-finite gradient gets the hint about the batch, not about
   CHECK_FALSE(std::any_of(d.findings.begin(), d.findings.end(),
                           [](const dg::Finding& g) { return g.rule == "non_finite"; }));
 }
+
+TEST_CASE("a non-finite step the optimiser skipped stays in the report as an event",
+          "[diagnostics][verdict][nan][events]") {
+  // NonFinite::skip: one batch with a NaN at step 5, then 40 healthy steps. The latest window
+  // is calm; the skipped step is an event of the run.
+  auto net = relu_mlp<double>({8, 16, 4}, 9);
+  gs::optim::Adam<double> opt(net->parameters(),
+                              {.lr = 1e-3, .non_finite = gs::optim::NonFinite::skip});
+  dg::GradientMonitor<double> monitor(*net);
+  gs::Tape<double> tape;
+  for (int step = 0; step < 45; ++step) {
+    auto x = pixels<double>(16, 8, 80 + static_cast<std::uint64_t>(step % 7));
+    if (step == 5) x.mutable_value()(3, 2) = std::numeric_limits<double>::infinity();
+    train_step(tape, *net, opt, &monitor, x, labels(16, 4, 90));
+  }
+  CHECK(opt.skipped_steps() == 1);
+  const auto d = monitor.diagnose();
+  const auto report = monitor.report();
+  INFO(report);
+  CHECK_FALSE(d.has(dg::Verdict::exploding));
+  CHECK(report.find("earlier in the run: exploding (step 5)") != std::string::npos);
+  const auto* e = find_event(d, dg::Verdict::exploding, "non_finite");
+  REQUIRE(e != nullptr);
+  CHECK(e->first_step == 5);
+  CHECK(e->last_step == 5);
+  CHECK(e->finding.summary.find("at step 5") != std::string::npos);
+  CHECK(evidence(e->finding, "nan") + evidence(e->finding, "inf") > 0);
+}

@@ -161,8 +161,10 @@ class GradientMonitor {
   std::int64_t merge_gap() const {
     return static_cast<std::int64_t>(std::max(1, opt_.thresholds.window)) * history_.spacing();
   }
-  /// Keeps the exploding verdicts of the latest window, and a non-finite loss, as events.
-  void check_events(std::int64_t s, double loss, bool recorded);
+  /// Keeps the exploding verdicts of the latest window (step s) as events.
+  void check_events(std::int64_t s);
+  /// Keeps a non-finite loss at a step without a record (step s) as an event.
+  void note_loss(std::int64_t s, double loss);
 
   /// Finds the layers (modules with parameters) in forward order and the activation that
   /// follows each dense layer.
@@ -242,7 +244,7 @@ void GradientMonitor<T>::record_gradients(double loss) {
   pending_update_ = false;
   step_hooks_.clear();  // their nodes' sweep is over
   if (!recording(s)) {
-    if (measured(loss) && !std::isfinite(loss)) check_events(s, loss, false);
+    if (measured(loss) && !std::isfinite(loss)) note_loss(s, loss);
     return;
   }
   StepRecord r;
@@ -290,26 +292,27 @@ void GradientMonitor<T>::record_gradients(double loss) {
   }
   history_.push(std::move(r));
   pending_update_ = opt_.track_updates;
-  check_events(s, loss, true);
+  check_events(s);
 }
 
 template <Scalar T>
-void GradientMonitor<T>::check_events(std::int64_t s, double loss, bool recorded) {
-  if (!recorded) {  // a step without a record: only its loss is known
-    Finding f;
-    f.verdict = Verdict::exploding;
-    f.rule = "non_finite";
-    f.summary = "the loss is " + detail::num(loss) + " at step " + std::to_string(s) +
-                " (a step the monitor did not record)";
-    f.evidence = {{"loss", loss}};
-    f.hints = {"lower the learning rate",
-               "clip gradients by global norm (clip_grad_norm(params, 1.0))",
-               "enable detect_nan_origin to name the op and module that made the first NaN"};
-    events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
-    return;
-  }
+void GradientMonitor<T>::check_events(std::int64_t s) {
   for (const auto& f : window_findings(layers_, history_, opt_.thresholds, true))
     events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
+}
+
+template <Scalar T>
+void GradientMonitor<T>::note_loss(std::int64_t s, double loss) {
+  Finding f;
+  f.verdict = Verdict::exploding;
+  f.rule = "non_finite";
+  f.summary = "the loss is " + detail::num(loss) + " at step " + std::to_string(s) +
+              " (a step the monitor did not record)";
+  f.evidence = {{"loss", loss}};
+  f.hints = {"lower the learning rate",
+             "clip gradients by global norm (clip_grad_norm(params, 1.0))",
+             "enable detect_nan_origin to name the op and module that made the first NaN"};
+  events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
 }
 
 template <Scalar T>

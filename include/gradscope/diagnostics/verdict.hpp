@@ -130,6 +130,7 @@ inline double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 inline std::string num(double v) {
+  if (std::isnan(v)) return "nan";  // not "-nan" for the sign-bit NaN of 0/0
   std::ostringstream os;
   os.precision(3);
   os << v;
@@ -146,7 +147,11 @@ inline double severity(const Finding& f, const Thresholds& t) {
   auto over = [](double v, double threshold) {
     return std::isfinite(v) && threshold > 0 ? v / threshold : 0.0;
   };
-  if (f.rule == "non_finite") return get("nan") + get("inf") + 1;
+  auto count = [&](const char* name) {
+    const double v = get(name);
+    return std::isfinite(v) ? v : 0.0;  // not measured: 0
+  };
+  if (f.rule == "non_finite") return count("nan") + count("inf") + 1;
   if (f.rule == "flow_ratio")
     return f.verdict == Verdict::exploding ? over(get("ratio"), t.exploding_ratio)
                                            : over(t.vanishing_ratio, get("ratio"));
