@@ -15,6 +15,7 @@
 #include "../core/core.hpp"
 #include "../nn/layers.hpp"
 #include "../nn/module.hpp"
+#include "events.hpp"
 #include "history.hpp"
 #include "report.hpp"
 #include "verdict.hpp"
@@ -62,6 +63,9 @@ struct MonitorOptions {
   bool delta_norms = true;         ///< hook the layers' outputs for the per-sample delta norm
   bool activation_stats = true;    ///< hook the activations for mean/std/saturation/dead units
   bool detect_nan_origin = false;  ///< guard() runs the step in anomaly mode
+  /// Events of the run kept for the reports (explosions, divergences, non-finite steps); later
+  /// ones are counted, not kept.
+  std::size_t max_events = EventLog::default_capacity;
   Thresholds thresholds{};
 };
 
@@ -73,7 +77,9 @@ struct MonitorOptions {
 ///     monitor.record_update();                 // after the optimiser step
 ///
 /// It follows every module that owns parameters (dense layers form the gradient-flow chain;
-/// batch-norm layers are reported too) and the activation that follows each dense layer.
+/// batch-norm layers are reported too) and the activation that follows each dense layer. At
+/// every recorded step it checks the exploding verdicts and keeps what fired in an event log, so
+/// the reports still tell of an explosion after the run calmed down.
 template <Scalar T>
 class GradientMonitor {
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
@@ -110,16 +116,24 @@ class GradientMonitor {
       throw;
     }
   }
-  /// Records a NumericalError caught elsewhere as the NaN origin (the first one wins).
+  /// Records a NumericalError caught elsewhere: as the NaN origin (the first one wins) and as an
+  /// event. An error of an optimiser or of clip_grad_norm (phase "update") belongs to the step
+  /// whose gradients record_gradients read last; one from anomaly mode to the step being run.
   void note(const NumericalError& e) {
-    if (!nan_origin_) nan_origin_ = NanOrigin{step_, e.op(), e.phase(), e.label(), e.what()};
+    const std::int64_t s = e.phase() == "update" && step_ > 0 ? step_ - 1 : step_;
+    NanOrigin o{s, e.op(), e.phase(), e.label(), e.what()};
+    const Finding f = origin_finding(o, layers_, history_);
+    events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
+    if (!nan_origin_) nan_origin_ = std::move(o);
   }
   const std::optional<NanOrigin>& nan_origin() const noexcept { return nan_origin_; }
 
-  /// The verdicts on the latest recorded steps.
+  /// The verdicts on the latest recorded steps, with the events of the run.
   Diagnosis diagnose() const {
-    return diagnostics::diagnose(layers_, history_, opt_.thresholds, nan_origin_);
+    return diagnostics::diagnose(layers_, history_, opt_.thresholds, nan_origin_, &events_);
   }
+  /// What happened during the run: explosions, divergences and non-finite steps, oldest first.
+  const EventLog& events() const noexcept { return events_; }
   /// The console report: per-layer table with sparklines, the verdict and its hints.
   std::string report() const;
   /// One CSV row per recorded step, layer and metric.
@@ -148,6 +162,14 @@ class GradientMonitor {
   };
 
   bool recording(std::int64_t s) const { return history_.wants(s); }
+  /// Occurrences of an event at most this many steps apart belong to the same event.
+  std::int64_t merge_gap() const {
+    return static_cast<std::int64_t>(std::max(1, opt_.thresholds.window)) * history_.spacing();
+  }
+  /// Keeps the exploding verdicts of the latest window (step s) as events.
+  void check_events(std::int64_t s);
+  /// Keeps a non-finite loss at a step without a record (step s) as an event.
+  void note_loss(std::int64_t s, double loss);
 
   /// Finds the layers (modules with parameters) in forward order and the activation that
   /// follows each dense layer.
@@ -193,13 +215,14 @@ class GradientMonitor {
   std::vector<detail::Sums> sums_;       // this step's sums of each parameter's gradient
   std::vector<std::int64_t> summed_at_;  // the step each entry of sums_ was taken at
   std::optional<NanOrigin> nan_origin_;
+  EventLog events_;
   std::int64_t step_ = 0;
   bool pending_update_ = false;
 };
 
 template <Scalar T>
 GradientMonitor<T>::GradientMonitor(nn::Module<T>& model, MonitorOptions opt)
-    : model_(model), opt_(opt), history_(opt.max_history, opt.every) {
+    : model_(model), opt_(opt), history_(opt.max_history, opt.every), events_(opt.max_events) {
   if (opt_.every < 1) throw ValueError("GradientMonitor: every must be >= 1");
   discover(model_);
   params_ = model_.parameters();
@@ -225,7 +248,10 @@ void GradientMonitor<T>::record_gradients(double loss) {
   const std::int64_t s = step_++;
   pending_update_ = false;
   step_hooks_.clear();  // their nodes' sweep is over
-  if (!recording(s)) return;
+  if (!recording(s)) {
+    if (measured(loss) && !std::isfinite(loss)) note_loss(s, loss);
+    return;
+  }
   StepRecord r;
   r.step = s;
   r.loss = loss;
@@ -271,6 +297,27 @@ void GradientMonitor<T>::record_gradients(double loss) {
   }
   history_.push(std::move(r));
   pending_update_ = opt_.track_updates;
+  check_events(s);
+}
+
+template <Scalar T>
+void GradientMonitor<T>::check_events(std::int64_t s) {
+  for (const auto& f : window_findings(layers_, history_, opt_.thresholds, true))
+    events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
+}
+
+template <Scalar T>
+void GradientMonitor<T>::note_loss(std::int64_t s, double loss) {
+  Finding f;
+  f.verdict = Verdict::exploding;
+  f.rule = "non_finite";
+  f.summary = "the loss is " + detail::num(loss) + " at step " + std::to_string(s) +
+              " (a step the monitor did not record)";
+  f.evidence = {{"loss", loss}};
+  f.hints = {"lower the learning rate",
+             "clip gradients by global norm (clip_grad_norm(params, 1.0))",
+             "enable detect_nan_origin to name the op and module that made the first NaN"};
+  events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
 }
 
 template <Scalar T>
@@ -412,13 +459,13 @@ void GradientMonitor<T>::activation_stats(std::size_t l, const ConstMatrixMap<T>
 template <Scalar T>
 void GradientMonitor<T>::write_csv(const std::string& path) const {
   auto os = open(path);
-  diagnostics::write_csv(os, layers_, history_);
+  diagnostics::write_csv(os, layers_, history_, &events_);
 }
 
 template <Scalar T>
 void GradientMonitor<T>::write_jsonl(const std::string& path) const {
   auto os = open(path);
-  diagnostics::write_jsonl(os, layers_, history_);
+  diagnostics::write_jsonl(os, layers_, history_, &events_);
 }
 
 template <Scalar T>

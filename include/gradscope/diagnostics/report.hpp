@@ -238,9 +238,13 @@ GRADSCOPE_COMPILED_API std::string format_report(const std::vector<LayerInfo>& l
 /// CSV with header step,layer,kind,metric,value: one row per recorded step, layer and measured
 /// metric, plus rows with an empty layer for the loss and the total norm. Values round-trip
 /// exactly (%.17g); a measured NaN or Inf is written as nan, inf or -inf (strtod, Python's float
-/// and pandas read them), an unmeasured one has no row.
+/// and pandas read them), an unmeasured one has no row. Then the events of the run, if given:
+/// rows whose kind is "event:<verdict>/<rule>" (e.g. "event:exploding/divergence"), step the
+/// event's first step, layer the first layer involved, metrics first_step, last_step,
+/// worst_step, occurrences, severity and the worst occurrence's evidence; a full log adds rows
+/// of kind "event:dropped" (count, first_step, last_step).
 GRADSCOPE_COMPILED_API void write_csv(std::ostream& os, const std::vector<LayerInfo>& layers,
-                                      const History& h)
+                                      const History& h, const EventLog* events = nullptr)
 #if GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY
     ;
 #else
@@ -258,14 +262,41 @@ GRADSCOPE_COMPILED_API void write_csv(std::ostream& os, const std::vector<LayerI
            << detail::csv_field(layers[l].kind) << ',' << m.name << ',' << detail::exact(v) << '\n';
       }
   }
+  if (!events) return;
+  for (const auto& e : events->events()) {
+    const std::string head =
+        std::to_string(e.first_step) + ',' +
+        detail::csv_field(e.finding.layers.empty() ? std::string() : e.finding.layers.front()) +
+        ',' +
+        detail::csv_field("event:" + std::string(verdict_name(e.verdict())) + "/" + e.rule()) + ',';
+    const std::pair<const char*, double> fields[] = {
+        {"first_step", static_cast<double>(e.first_step)},
+        {"last_step", static_cast<double>(e.last_step)},
+        {"worst_step", static_cast<double>(e.worst_step)},
+        {"occurrences", static_cast<double>(e.occurrences)},
+        {"severity", e.severity}};
+    for (const auto& [name, v] : fields) os << head << name << ',' << detail::exact(v) << '\n';
+    for (const auto& [name, v] : e.finding.evidence)
+      if (measured(v)) os << head << detail::csv_field(name) << ',' << detail::exact(v) << '\n';
+  }
+  if (events->dropped() > 0) {
+    const std::string head = std::to_string(events->dropped_first_step()) + ",,event:dropped,";
+    os << head << "count," << events->dropped() << '\n'
+       << head << "first_step," << events->dropped_first_step() << '\n'
+       << head << "last_step," << events->dropped_last_step() << '\n';
+  }
 }
 #endif
 
 /// JSON Lines: one object per recorded step, {"step", "loss", "total_norm", "layers": [...]},
 /// unmeasured or non-finite numbers as null (JSON has no NaN; each layer's nan_count and
-/// inf_count say which nulls are non-finite measurements).
+/// inf_count say which nulls are non-finite measurements). Then, if given, one object per event
+/// of the run, {"event": verdict, "rule", "first_step", "last_step", "worst_step",
+/// "occurrences", "severity", "summary", "layers", "evidence": {name: number}, "hints"}, and
+/// {"events_dropped", "first_step", "last_step", "capacity"} when the log was full. Step lines
+/// have a "step" key, event lines an "event" key.
 GRADSCOPE_COMPILED_API void write_jsonl(std::ostream& os, const std::vector<LayerInfo>& layers,
-                                        const History& h)
+                                        const History& h, const EventLog* events = nullptr)
 #if GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY
     ;
 #else
@@ -286,6 +317,33 @@ GRADSCOPE_COMPILED_API void write_jsonl(std::ostream& os, const std::vector<Laye
     }
     os << "]}\n";
   }
+  if (!events) return;
+  auto strings = [&](const std::vector<std::string>& v) {
+    os << '[';
+    for (std::size_t k = 0; k < v.size(); ++k) os << (k ? "," : "") << detail::json_string(v[k]);
+    os << ']';
+  };
+  for (const auto& e : events->events()) {
+    os << "{\"event\":" << detail::json_string(verdict_name(e.verdict()))
+       << ",\"rule\":" << detail::json_string(e.rule()) << ",\"first_step\":" << e.first_step
+       << ",\"last_step\":" << e.last_step << ",\"worst_step\":" << e.worst_step
+       << ",\"occurrences\":" << e.occurrences
+       << ",\"severity\":" << detail::json_number(e.severity)
+       << ",\"summary\":" << detail::json_string(e.finding.summary) << ",\"layers\":";
+    strings(e.finding.layers);
+    os << ",\"evidence\":{";
+    for (std::size_t k = 0; k < e.finding.evidence.size(); ++k)
+      os << (k ? "," : "") << detail::json_string(e.finding.evidence[k].first) << ':'
+         << detail::json_number(e.finding.evidence[k].second);
+    os << "},\"hints\":";
+    strings(e.finding.hints);
+    os << "}\n";
+  }
+  if (events->dropped() > 0)
+    os << "{\"events_dropped\":" << events->dropped()
+       << ",\"first_step\":" << events->dropped_first_step()
+       << ",\"last_step\":" << events->dropped_last_step() << ",\"capacity\":" << events->capacity()
+       << "}\n";
 }
 #endif
 
@@ -296,8 +354,11 @@ struct SvgOptions {
   int width = 960;
 };
 
-/// A self-contained SVG: log-scale flow norm of each dense layer over the recorded steps, and a
-/// bar per layer at one step. Bars and points carry data-layer / data-value attributes.
+/// A self-contained SVG: log-scale flow norm of each dense layer over the recorded steps, on a
+/// step axis with numbered ticks (class "step-tick", data-step), the events of the run as
+/// shaded bands over the steps they lasted (class "event", data-verdict, data-rule,
+/// data-first-step, data-last-step, data-worst-step, a title with the finding), and a bar per
+/// layer at one step. Bars and points carry data-layer / data-value attributes.
 GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers,
                                       const History& h, const Diagnosis& d,
                                       const SvgOptions& opt = {})
@@ -334,6 +395,10 @@ GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerI
   auto y_of = [&](double v, int y0, int y1) {
     return y1 - (std::log10(v) - lo) / (hi - lo) * (y1 - y0);
   };
+  auto x_of = [&](double step) {
+    return left + std::clamp((step - s0) / (s1 - s0), 0.0, 1.0) * pw;
+  };
+  const std::string earlier = d.earlier(3);
   os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
      << "\" viewBox=\"0 0 " << W << ' ' << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
@@ -341,8 +406,9 @@ GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerI
      << "<text x=\"" << left << "\" y=\"24\" font-size=\"16\" font-weight=\"bold\">"
      << detail::xml_escape(opt.title) << "</text>\n"
      << "<text x=\"" << left << "\" y=\"42\" fill=\"#444\">verdict: " << verdict_name(d.verdict())
-     << " (step " << d.step
-     << "); per-sample gradient norm of each dense layer's output, log scale</text>\n";
+     << " (step " << d.step << ")"
+     << (earlier.empty() ? std::string() : "; earlier in the run: " + detail::xml_escape(earlier))
+     << "; per-sample gradient norm of each dense layer's output, log scale</text>\n";
   // Axes and decade grid lines for both panels.
   const int panels[2][2] = {{top + 10, mid - 30}, {mid + 20, bottom - 30}};
   for (const auto& p : panels) {
@@ -355,6 +421,57 @@ GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerI
     os << "<line x1=\"" << left << "\" x2=\"" << left << "\" y1=\"" << p[0] << "\" y2=\"" << p[1]
        << "\" stroke=\"#333\"/>\n";
   }
+  // The step axis of panel 1: ticks at 1, 2 or 5 times a power of ten, about six of them.
+  {
+    const int y = panels[0][1];
+    os << "<g id=\"step-axis\">\n<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << y
+       << "\" y2=\"" << y << "\" stroke=\"#333\"/>\n";
+    const double span = s1 - s0;
+    double tick = std::pow(10.0, std::floor(std::log10(span / 6)));
+    for (const double m : {1.0, 2.0, 5.0, 10.0})
+      if (span / (tick * m) <= 7.5) {
+        tick *= m;
+        break;
+      }
+    tick = std::max(1.0, std::round(tick));
+    for (double t = std::ceil(s0 / tick) * tick; t <= s1 + 0.5; t += tick) {
+      const double x = x_of(t);
+      const long long step = std::llround(t);
+      os << "<line x1=\"" << x << "\" x2=\"" << x << "\" y1=\"" << y << "\" y2=\"" << y + 4
+         << "\" stroke=\"#333\"/><text class=\"step-tick\" data-step=\"" << step << "\" x=\"" << x
+         << "\" y=\"" << y + 15 << "\" text-anchor=\"middle\">" << step << "</text>\n";
+    }
+    os << "</g>\n";
+  }
+  // The events of the run: a band over the steps each lasted, the finding in its title.
+  os << "<g id=\"events\">\n";
+  {
+    double label_end = -1;
+    for (const auto& e : d.events) {
+      const double x0 = x_of(static_cast<double>(e.first_step));
+      const double x1 = std::max(x_of(static_cast<double>(e.last_step)), x0 + 3);
+      const char* fill = e.verdict() == Verdict::exploding ? "#d62728" : "#1f77b4";
+      os << "<rect class=\"event\" data-verdict=\"" << verdict_name(e.verdict())
+         << "\" data-rule=\"" << detail::xml_escape(e.rule()) << "\" data-first-step=\""
+         << e.first_step << "\" data-last-step=\"" << e.last_step << "\" data-worst-step=\""
+         << e.worst_step << "\" x=\"" << x0 << "\" y=\"" << panels[0][0] << "\" width=\"" << x1 - x0
+         << "\" height=\"" << panels[0][1] - panels[0][0] << "\" fill=\"" << fill
+         << "\" fill-opacity=\"0.15\"><title>" << detail::xml_escape(e.str())
+         << "</title></rect>\n";
+      if (x0 >= label_end) {  // a label where it does not overlap the previous one
+        const std::string label =
+            std::string(verdict_name(e.verdict())) + " " +
+            (e.first_step == e.last_step
+                 ? std::to_string(e.first_step)
+                 : std::to_string(e.first_step) + "-" + std::to_string(e.last_step));
+        os << "<text x=\"" << x0 + 2 << "\" y=\"" << panels[0][0] + 11
+           << "\" font-size=\"10\" fill=\"" << fill << "\">" << detail::xml_escape(label)
+           << "</text>\n";
+        label_end = x0 + 6.0 * static_cast<double>(label.size()) + 8;
+      }
+    }
+  }
+  os << "</g>\n";
   // Panel 1: lines over steps.
   os << "<g id=\"history\">\n";
   for (std::size_t k = 0; k < flow.size(); ++k) {
@@ -363,7 +480,7 @@ GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerI
     for (const auto& r : recs) {
       const double v = r.layers[l].flow_norm();
       if (!(v > 0) || !std::isfinite(v)) continue;
-      const double x = left + (static_cast<double>(r.step) - s0) / (s1 - s0) * pw;
+      const double x = x_of(static_cast<double>(r.step));
       pts << x << ',' << y_of(v, panels[0][0], panels[0][1]) << ' ';
     }
     os << "<polyline data-layer=\"" << detail::xml_escape(layers[l].path) << "\" points=\""
@@ -372,7 +489,7 @@ GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerI
        << "\" fill=\"" << color(k) << "\">layer " << detail::xml_escape(layers[l].path)
        << "</text>\n";
   }
-  os << "<text x=\"" << left + pw / 2 << "\" y=\"" << mid - 8
+  os << "<text x=\"" << left + pw / 2 << "\" y=\"" << mid - 1
      << "\" text-anchor=\"middle\">step</text>\n</g>\n";
   // Panel 2: bars at one step.
   const StepRecord* bar = recs.empty() ? nullptr : &recs.back();

@@ -7,6 +7,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -39,6 +40,8 @@ class Module {
   virtual std::string describe() const { return kind(); }
 
   /// Runs forward under the module's label (anomaly messages name it) and calls forward hooks.
+  /// A ShapeError from inside forward gets the label of the innermost module it passed
+  /// through appended: "... (in module '1 (Dense(3 -> 8))')".
   Tensor<T> operator()(const Tensor<T>& x);
 
   /// Calls `hook(module, input, output)` after every forward; remove it with the handle.
@@ -91,6 +94,8 @@ class Module {
   std::shared_ptr<Module> register_module(std::string name, std::shared_ptr<Module> m);
 
  private:
+  /// forward(x), with a ShapeError from inside it labelled (see operator()).
+  Tensor<T> labelled_forward(const Tensor<T>& x);
   void set_path(const std::string& p);
   void collect(std::vector<Named<T>>& out, const std::string& prefix, bool params) const;
 
@@ -108,9 +113,23 @@ class Module {
 template <Scalar T>
 Tensor<T> Module<T>::operator()(const Tensor<T>& x) {
   LabelScope scope(label().c_str());
-  Tensor<T> y = forward(x);
+  Tensor<T> y = labelled_forward(x);
   for (std::size_t k = 0; k < hooks_.size(); ++k) hooks_[k].second(*this, x, y);
   return y;
+}
+
+template <Scalar T>
+Tensor<T> Module<T>::labelled_forward(const Tensor<T>& x) {
+  try {
+    return forward(x);
+  } catch (const ShapeError& e) {
+    // Labelled once, by the innermost module: its containers pass the error on unchanged.
+    static constexpr std::string_view marker = " (in module '", id = "[gradscope.shape] ";
+    std::string_view what = e.what();
+    if (what.find(marker) != std::string_view::npos) throw;
+    if (what.substr(0, id.size()) == id) what.remove_prefix(id.size());
+    throw ShapeError(std::string(what).append(marker).append(label()).append("')"));
+  }
 }
 
 template <Scalar T>

@@ -66,10 +66,13 @@ double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm, dou
     if (policy == NonFinite::error) {
       for (const auto& t : params)
         if (!gradscope::detail::all_finite(t.grad()))
-          throw NumericalError(gradscope::detail::cat(
-              "clip_grad_norm: non-finite gradient in parameter '",
-              t.name().empty() ? std::string("(unnamed)") : t.name(), "' of shape ", t.shape()));
-      throw NumericalError("clip_grad_norm: the total gradient norm overflowed");
+          throw NumericalError(
+              gradscope::detail::cat("clip_grad_norm: non-finite gradient in parameter '",
+                                     t.name().empty() ? std::string("(unnamed)") : t.name(),
+                                     "' of shape ", t.shape()),
+              "clip_grad_norm", "update", t.name().empty() ? std::string("(unnamed)") : t.name());
+      throw NumericalError("clip_grad_norm: the total gradient norm overflowed", "clip_grad_norm",
+                           "update");
     }
     return total;
   }

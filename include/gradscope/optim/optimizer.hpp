@@ -20,7 +20,9 @@ namespace gradscope::optim {
 /// What an optimiser (or clip_grad_norm) does when a gradient holds a NaN or Inf, or (optimisers)
 /// when the update would turn a finite parameter or state value into a NaN or Inf.
 enum class NonFinite {
-  error,    ///< throw NumericalError naming the first parameter concerned; nothing changes
+  /// throw NumericalError naming the first parameter concerned (its op() is "<Kind>.step", its
+  /// phase() "update", its label() the parameter's name); nothing changes
+  error,
   skip,     ///< leave every parameter and buffer unchanged this step (step() returns false)
   proceed,  ///< apply the step anyway; counted in non_finite_steps() and reported by step()
 };
@@ -271,7 +273,7 @@ bool Optimizer<T>::step() {
             gradscope::detail::cat(kind(), ".step: non-finite gradient in parameter '",
                                    display_name(p), "' of shape ", p.shape(),
                                    "; the step was not applied"),
-            kind() + ".step", "", display_name(p));
+            kind() + ".step", "update", display_name(p));
       case NonFinite::skip:
         ++skipped_;
         return false;
@@ -322,7 +324,7 @@ void Optimizer<T>::throw_overflow(const Overflow& o) const {
       gradscope::detail::cat(kind(), ".step: step ", steps_ + 1, " would make ", what, " of shape ",
                              p.shape(), " non-finite (learning rate ", lr_, *o.hint ? "; " : "",
                              o.hint, "); the step was not applied"),
-      kind() + ".step", "", display_name(p));
+      kind() + ".step", "update", display_name(p));
 }
 
 template <Scalar T>
