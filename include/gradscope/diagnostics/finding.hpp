@@ -10,11 +10,23 @@
 namespace gradscope::diagnostics {
 
 /// The kinds of verdict, most severe first.
-enum class Verdict { exploding, vanishing, dead_relu, saturated, update_ratio, healthy };
+/// The through-time kinds are about a recurrent layer's gradient over its time steps (its depth in
+/// time), the others about the layers of the network (its depth).
+enum class Verdict {
+  exploding,
+  exploding_through_time,
+  vanishing,
+  vanishing_through_time,
+  dead_relu,
+  saturated,
+  update_ratio,
+  healthy
+};
 
 inline const char* verdict_name(Verdict v) {
-  constexpr const char* names[] = {"exploding", "vanishing",    "dead_relu",
-                                   "saturated", "update_ratio", "healthy"};
+  constexpr const char* names[] = {
+      "exploding", "exploding_through_time", "vanishing", "vanishing_through_time", "dead_relu",
+      "saturated", "update_ratio",           "healthy"};
   return names[static_cast<int>(v)];
 }
 
@@ -26,7 +38,8 @@ struct Finding {
   std::vector<std::pair<std::string, double>> evidence;  ///< named numbers behind it
   std::vector<std::string> hints;                        ///< remedies that match the cause
   /// The rule that fired, stable for programs: "non_finite", "nan_origin", "flow_ratio",
-  /// "mean_abs", "divergence", "dead_relu", "saturated", "update_ratio". With the verdict it
+  /// "mean_abs", "divergence", "dead_relu", "saturated", "update_ratio", "time_reach" (the
+  /// gradient through time of a recurrent layer). With the verdict it
   /// names an event of the run (EventLog merges occurrences of the same verdict and rule).
   std::string rule{};
 };

@@ -14,6 +14,7 @@
 
 #include "../detail/compiled.hpp"
 #include "history.hpp"
+#include "time.hpp"
 #include "verdict.hpp"
 
 namespace gradscope::diagnostics {
@@ -214,7 +215,7 @@ GRADSCOPE_COMPILED_API std::string format_report(const std::vector<LayerInfo>& l
     std::string flags;
     for (const auto& f : d.findings)
       if (std::find(f.layers.begin(), f.layers.end(), layers[l].path) != f.layers.end()) {
-        const char c = "EVDSUH"[static_cast<int>(f.verdict)];
+        const char c = "EeVvDSUH"[static_cast<int>(f.verdict)];
         if (flags.find(c) == std::string::npos) flags += c;
       }
     if (s.nan_count + s.inf_count > 0) flags += 'N';
@@ -229,7 +230,8 @@ GRADSCOPE_COMPILED_API std::string format_report(const std::vector<LayerInfo>& l
     const std::size_t spark = std::min<std::size_t>(24, h.size());
     os << std::string(24 - spark, ' ') << ' ' << flags << '\n';
   }
-  os << "flags: E exploding, V vanishing, D dead ReLU, S saturated, U update ratio, N NaN/Inf\n";
+  os << "flags: E exploding, V vanishing, e/v exploding/vanishing through time, D dead ReLU, S "
+        "saturated, U update ratio, N NaN/Inf\n";
   os << d.str();
   return os.str();
 }
@@ -347,6 +349,109 @@ GRADSCOPE_COMPILED_API void write_jsonl(std::ostream& os, const std::vector<Laye
 }
 #endif
 
+/// The console table of the recurrent layers through time (their latest profiles): T, the norm
+/// of dL/dh_t at the last and the first step, the gain per step, the reach, the memory horizon,
+/// the carry gate and a sparkline of log |dL/dh_t| over t (first step on the left). "" when no
+/// layer has a profile.
+inline std::string format_time_report(const std::vector<TimeLayerInfo>& layers,
+                                      const std::vector<TimeRecords>& records) {
+  std::ostringstream os;
+  bool any = false;
+  int pw = 6;
+  for (const auto& li : layers) pw = std::max(pw, static_cast<int>(li.name().size()) + 2);
+  for (std::size_t i = 0; i < layers.size() && i < records.size(); ++i) {
+    if (records[i].empty()) continue;
+    const TimeProfile& p = records[i].profiles().back();
+    if (!any) {
+      os << "gradient through time (per-sample norm of dL/dh_t at step " << p.step << "):\n"
+         << std::left << std::setw(pw) << "layer" << std::setw(18) << "kind" << std::right
+         << std::setw(6) << "T" << std::setw(11) << "|dh_T|" << std::setw(11) << "|dh_1|"
+         << std::setw(10) << "gain/t" << std::setw(11) << "reach" << std::setw(9) << "horizon"
+         << std::setw(8) << "carry"
+         << "  " << std::left << "log |dL/dh_t|, t = 1..T\n";
+      any = true;
+    }
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (double v : p.total)
+      if (v > 0 && std::isfinite(v)) {
+        lo = std::min(lo, std::log10(v));
+        hi = std::max(hi, std::log10(v));
+      }
+    std::string kind = layers[i].kind;
+    if (kind.size() > 17) kind = kind.substr(0, 16) + "~";
+    os << std::left << std::setw(pw) << layers[i].name() << std::setw(18) << kind << std::right
+       << std::setw(6) << p.steps << std::setw(11)
+       << detail::sci(p.total.empty() ? not_measured : p.total.back()) << std::setw(11)
+       << detail::sci(p.total.empty() ? not_measured : p.total.front()) << std::setw(10)
+       << detail::gain_text(p.gain) << std::setw(11)
+       << (measured(p.reach)
+               ? time_figure(p.reach, p.underflow && p.reach > 0 &&
+                                          p.reach <= std::numeric_limits<float>::min())
+               : std::string("-"))
+       << std::setw(9) << p.horizon << std::setw(8) << detail::gain_text(p.carry_gate) << "  "
+       << detail::sparkline(p.total, lo, hi, 32) << '\n';
+  }
+  if (any)
+    os << "reach: the part of the last step's gradient that gets back to step 1; horizon: steps "
+          "back over which it stays above 1%; carry: mean forget (LSTM) or update (GRU) gate\n";
+  return os.str();
+}
+
+/// CSV rows of the time profiles, in write_csv's columns (step,layer,kind,metric,value): per
+/// profile the metrics time_steps, time_bin, time_gain, time_reach, time_horizon, carry_gate
+/// (when measured) and time_underflow, then grad_h_total:<t> and grad_h_recurrent:<t> for each
+/// stored point (t the first time step of its bin, counted from 0). The layer column is
+/// TimeLayerInfo::name().
+inline void write_time_csv(std::ostream& os, const std::vector<TimeLayerInfo>& layers,
+                           const std::vector<TimeRecords>& records) {
+  for (std::size_t i = 0; i < layers.size() && i < records.size(); ++i)
+    for (const auto& p : records[i].profiles()) {
+      const std::string head = std::to_string(p.step) + ',' + detail::csv_field(layers[i].name()) +
+                               ',' + detail::csv_field(layers[i].kind) + ',';
+      const std::pair<const char*, double> fields[] = {
+          {"time_steps", static_cast<double>(p.steps)},
+          {"time_bin", static_cast<double>(p.bin)},
+          {"time_gain", p.gain},
+          {"time_reach", p.reach},
+          {"time_horizon", static_cast<double>(p.horizon)},
+          {"carry_gate", p.carry_gate},
+          {"time_underflow", p.underflow ? 1.0 : 0.0}};
+      for (const auto& [name, v] : fields)
+        if (measured(v)) os << head << name << ',' << detail::exact(v) << '\n';
+      for (std::size_t k = 0; k < p.total.size(); ++k) {
+        const std::size_t t = k * static_cast<std::size_t>(p.bin);
+        os << head << "grad_h_total:" << t << ',' << detail::exact(p.total[k]) << '\n';
+        if (k < p.recurrent.size() && measured(p.recurrent[k]))
+          os << head << "grad_h_recurrent:" << t << ',' << detail::exact(p.recurrent[k]) << '\n';
+      }
+    }
+}
+
+/// JSON Lines of the time profiles: one object per profile, {"time_profile": name, "path",
+/// "layer", "kind", "step", "steps", "bin", "gain", "reach", "horizon", "carry_gate",
+/// "underflow", "total": [...], "recurrent": [...]} (unmeasured numbers as null).
+inline void write_time_jsonl(std::ostream& os, const std::vector<TimeLayerInfo>& layers,
+                             const std::vector<TimeRecords>& records) {
+  for (std::size_t i = 0; i < layers.size() && i < records.size(); ++i)
+    for (const auto& p : records[i].profiles()) {
+      os << "{\"time_profile\":" << detail::json_string(layers[i].name())
+         << ",\"path\":" << detail::json_string(layers[i].path) << ",\"layer\":" << layers[i].layer
+         << ",\"kind\":" << detail::json_string(layers[i].kind) << ",\"step\":" << p.step
+         << ",\"steps\":" << p.steps << ",\"bin\":" << p.bin
+         << ",\"gain\":" << detail::json_number(p.gain)
+         << ",\"reach\":" << detail::json_number(p.reach) << ",\"horizon\":" << p.horizon
+         << ",\"carry_gate\":" << detail::json_number(p.carry_gate)
+         << ",\"underflow\":" << (p.underflow ? "true" : "false");
+      for (const auto* v : {&p.total, &p.recurrent}) {
+        os << (v == &p.total ? ",\"total\":[" : ",\"recurrent\":[");
+        for (std::size_t k = 0; k < v->size(); ++k)
+          os << (k ? "," : "") << detail::json_number((*v)[k]);
+        os << ']';
+      }
+      os << "}\n";
+    }
+}
+
 /// Settings of the SVG chart.
 struct SvgOptions {
   std::string title = "Gradient flow";
@@ -361,13 +466,22 @@ struct SvgOptions {
 /// layer at one step. Bars and points carry data-layer / data-value attributes.
 GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerInfo>& layers,
                                       const History& h, const Diagnosis& d,
-                                      const SvgOptions& opt = {})
+                                      const SvgOptions& opt = {},
+                                      const std::vector<TimeLayerInfo>* time_layers = nullptr,
+                                      const std::vector<TimeRecords>* time_records = nullptr)
 #if GRADSCOPE_DIAGNOSTICS_DECLARE_ONLY
     ;
 #else
 {
   const auto flow = detail::flow_layers(layers);
-  const int W = opt.width, H = 640, left = 80, right = 170, top = 50, mid = 330, bottom = 600;
+  // The time panels: one per recurrent layer with profiles (at most 4), below the two others.
+  std::vector<std::size_t> timed;
+  if (time_layers && time_records)
+    for (std::size_t i = 0; i < time_layers->size() && i < time_records->size(); ++i)
+      if (!(*time_records)[i].empty() && timed.size() < 4) timed.push_back(i);
+  const int time_h = 250;
+  const int W = opt.width, H = 640 + time_h * static_cast<int>(timed.size()), left = 80,
+            right = 170, top = 50, mid = 330, bottom = 600;
   const int pw = W - left - right;
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
   for (auto l : flow)
@@ -516,7 +630,73 @@ GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerI
          << "\" text-anchor=\"middle\" font-size=\"10\">" << detail::sci(v) << "</text>\n";
     }
   }
-  os << "</g>\n</svg>\n";
+  os << "</g>\n";
+  // The time panels: log |dL/dh_t| against the time step t, at up to 5 recorded steps spread
+  // over the run (darker is later), each line a <polyline class="time-profile" data-layer
+  // data-step>.
+  for (std::size_t k = 0; k < timed.size(); ++k) {
+    const auto& li = (*time_layers)[timed[k]];
+    const auto& ps = (*time_records)[timed[k]].profiles();
+    std::vector<std::size_t> pick;
+    const std::size_t m = std::min<std::size_t>(5, ps.size());
+    for (std::size_t j = 0; j < m; ++j)
+      pick.push_back(m == 1 ? ps.size() - 1 : j * (ps.size() - 1) / (m - 1));
+    double tlo = std::numeric_limits<double>::infinity(), thi = -tlo, tmax = 1;
+    for (auto j : pick) {
+      for (double v : ps[j].total)
+        if (v > 0 && std::isfinite(v)) {
+          tlo = std::min(tlo, std::floor(std::log10(v)));
+          thi = std::max(thi, std::ceil(std::log10(v)));
+        }
+      tmax = std::max(tmax, static_cast<double>(ps[j].steps - 1));
+    }
+    if (!(thi > tlo)) {
+      tlo = std::isfinite(tlo) ? tlo - 1 : -3;
+      thi = tlo + 2;
+    }
+    const int y0 = bottom + 40 + time_h * static_cast<int>(k), y1 = y0 + time_h - 70;
+    auto ty = [&](double v) { return y1 - (std::log10(v) - tlo) / (thi - tlo) * (y1 - y0); };
+    auto tx = [&](double t) { return left + t / tmax * pw; };
+    os << "<g class=\"time-panel\" data-layer=\"" << detail::xml_escape(li.name()) << "\">\n"
+       << "<text x=\"" << left << "\" y=\"" << y0 - 10 << "\">layer "
+       << detail::xml_escape(li.name()) << " (" << detail::xml_escape(li.kind)
+       << "): per-sample norm of dL/dh_t against the time step t, log scale</text>\n";
+    const int decades = static_cast<int>(thi - tlo);
+    const int every = std::max(1, decades / 6);
+    for (int e = static_cast<int>(tlo); e <= static_cast<int>(thi); e += every) {
+      const double y = ty(std::pow(10.0, e));
+      os << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << y << "\" y2=\"" << y
+         << "\" stroke=\"#ddd\"/><text x=\"" << left - 6 << "\" y=\"" << y + 4
+         << "\" text-anchor=\"end\">1e" << e << "</text>\n";
+    }
+    os << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << y1 << "\" y2=\"" << y1
+       << "\" stroke=\"#333\"/><text x=\"" << left << "\" y=\"" << y1 + 15
+       << "\">t = 1</text><text x=\"" << left + pw << "\" y=\"" << y1 + 15
+       << "\" text-anchor=\"end\">t = " << static_cast<long long>(tmax) + 1 << "</text>\n";
+    for (std::size_t j = 0; j < pick.size(); ++j) {
+      const auto& p = ps[pick[j]];
+      const double shade = pick.size() > 1 ? static_cast<double>(j) / (pick.size() - 1) : 1;
+      char col[16];
+      std::snprintf(col, sizeof col, "#%02x%02x%02x", static_cast<int>(200 - 170 * shade),
+                    static_cast<int>(200 - 120 * shade), static_cast<int>(230 - 60 * shade));
+      std::ostringstream pts;
+      for (std::size_t q = 0; q < p.total.size(); ++q) {
+        const double v = std::max(p.total[q], std::pow(10.0, tlo));
+        if (!std::isfinite(v)) continue;
+        pts << tx(static_cast<double>(q) * static_cast<double>(p.bin)) << ',' << ty(v) << ' ';
+      }
+      os << "<polyline class=\"time-profile\" data-layer=\"" << detail::xml_escape(li.name())
+         << "\" data-step=\"" << p.step << "\" points=\"" << pts.str()
+         << "\" fill=\"none\" stroke=\"" << col << "\" stroke-width=\"2\"><title>step " << p.step
+         << ": gain " << detail::xml_escape(detail::gain_text(p.gain)) << " per time step, reach "
+         << detail::xml_escape(time_figure(p.reach, p.underflow)) << ", horizon " << p.horizon
+         << "</title></polyline>\n<text x=\"" << left + pw + 10 << "\" y=\""
+         << y0 + 16 * static_cast<int>(j) + 6 << "\" fill=\"" << col << "\">step " << p.step
+         << "</text>\n";
+    }
+    os << "</g>\n";
+  }
+  os << "</svg>\n";
 }
 #endif
 

@@ -14,6 +14,7 @@
 #include "events.hpp"
 #include "finding.hpp"
 #include "history.hpp"
+#include "time.hpp"
 
 namespace gradscope::diagnostics {
 
@@ -34,6 +35,11 @@ struct Thresholds {
   double update_ratio_low = 1e-5;   ///< CS231n: about 1e-3 is healthy
   double update_ratio_high = 1e-1;
   int window = 10;  ///< recorded steps whose medians the verdicts use
+  /// A recurrent layer whose last step's gradient reaches its first step at below this part
+  /// (median over the window's time profiles): vanishing through time.
+  double time_vanishing_reach = 1e-3;
+  /// ... at above this many times its size: exploding through time.
+  double time_exploding_reach = 1e3;
 };
 
 /// The verdicts on the latest window, and the events of the run that led there.
@@ -159,6 +165,10 @@ inline double severity(const Finding& f, const Thresholds& t) {
     return std::max(
         {over(get("total_norm"), t.exploding_norm), over(get("growth"), t.growth_factor),
          over(get("loss_ratio"), t.loss_divergence), over(get("loss_growth"), t.growth_factor)});
+  if (f.rule == "time_reach")
+    return f.verdict == Verdict::exploding_through_time
+               ? over(get("reach"), t.time_exploding_reach)
+               : over(t.time_vanishing_reach, get("reach"));
   return 1;
 }
 }  // namespace detail
@@ -596,5 +606,83 @@ GRADSCOPE_COMPILED_API Diagnosis diagnose(const std::vector<LayerInfo>& layers,
   return d;
 }
 #endif
+
+/// The verdicts through time of the recurrent layers (vanishing_through_time,
+/// exploding_through_time), from the medians of each layer's latest `t.window` profiles.
+/// `weight_rows[i]` are the paths of the report's rows for time layer i (its recurrent weight),
+/// which the findings name.
+inline std::vector<Finding> time_findings(const std::vector<TimeLayerInfo>& layers,
+                                          const std::vector<TimeRecords>& records,
+                                          const std::vector<std::string>& weight_rows,
+                                          const Thresholds& t) {
+  std::vector<Finding> out;
+  for (std::size_t i = 0; i < layers.size() && i < records.size(); ++i) {
+    const auto& profiles = records[i].profiles();
+    const std::size_t n =
+        std::min<std::size_t>(profiles.size(), static_cast<std::size_t>(std::max(1, t.window)));
+    std::vector<double> log_reach, gain, horizon;
+    bool bound = false;
+    for (std::size_t k = profiles.size() - n; k < profiles.size(); ++k) {
+      const auto& p = profiles[k];
+      if (!measured(p.reach) || p.reach <= 0) continue;
+      log_reach.push_back(std::log(p.reach));
+      gain.push_back(p.gain);
+      horizon.push_back(static_cast<double>(p.horizon));
+      bound = bound || p.underflow;
+    }
+    if (log_reach.empty()) continue;
+    const TimeProfile& last = profiles.back();
+    const double reach = std::exp(detail::median(log_reach));
+    const double g = detail::median(gain), h = detail::median(horizon);
+    const bool vanishing = reach < t.time_vanishing_reach;
+    if (!vanishing && !(reach > t.time_exploding_reach)) continue;
+    Finding f;
+    f.verdict = vanishing ? Verdict::vanishing_through_time : Verdict::exploding_through_time;
+    f.rule = "time_reach";
+    const auto& li = layers[i];
+    if (i < weight_rows.size() && !weight_rows[i].empty()) f.layers = {weight_rows[i]};
+    std::ostringstream os;
+    os << "layer " << li.name() << " (" << li.kind << "): the gradient reaching step 1 is "
+       << time_figure(reach, vanishing && bound) << (vanishing ? " of" : " times")
+       << " the one at step " << last.steps << ", a gain of " << detail::num(g)
+       << " per step; memory horizon " << static_cast<std::int64_t>(h) << " of " << last.steps - 1
+       << " steps";
+    if (measured(last.carry_gate))
+      os << "; mean " << li.carry_gate << " " << detail::num(last.carry_gate);
+    if (n > 1) os << " (medians of the latest " << n << " recorded steps)";
+    f.summary = os.str();
+    f.evidence = {{"reach", reach},
+                  {"gain_per_step", g},
+                  {"memory_horizon", h},
+                  {"time_steps", static_cast<double>(last.steps)}};
+    if (measured(last.carry_gate)) f.evidence.emplace_back("carry_gate", last.carry_gate);
+    if (vanishing) {
+      if (li.carry_gate.empty())
+        f.hints.push_back(
+            "use an LSTM (forget-gate bias 1) or a GRU: their gates carry the state "
+            "and its gradient over many steps");
+      else if (measured(last.carry_gate) && last.carry_gate < 0.5)
+        f.hints.push_back("the " + li.carry_gate + " is mostly closed (mean " +
+                          detail::num(last.carry_gate) +
+                          "): for an LSTM raise forget_bias (1 by default; 0 in PyTorch)");
+      f.hints.push_back(
+          "initialise the recurrent matrix orthogonal (init::orthogonal) or, for a ReLU RNN, as "
+          "the identity (IRNN, init::identity)");
+      f.hints.push_back("if the task's dependencies are shorter than " +
+                        std::to_string(last.steps) +
+                        " steps, truncate backpropagation through time (carry the state "
+                        "detached) to about the memory horizon");
+      f.hints.push_back("an untrained gated network often starts here; judge it after training");
+    } else {
+      f.hints.push_back("clip gradients by global norm (clip_grad_norm(params, 1.0))");
+      f.hints.push_back("lower the learning rate");
+      f.hints.push_back(
+          "bring the recurrent matrix's spectral radius to 1 or below (init::orthogonal, a "
+          "smaller gain)");
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
 
 }  // namespace gradscope::diagnostics

@@ -38,6 +38,11 @@ class Module {
   virtual std::string kind() const = 0;
   /// The kind with its configuration, e.g. "Dense(784 -> 256)".
   virtual std::string describe() const { return kind(); }
+  /// Whether the gradient monitor follows this module's output gradient as a link of the
+  /// network's gradient-flow chain (its per-sample norm, the depth verdicts). Dense and the
+  /// recurrent layers say yes; override it in a module of your own that transforms its input
+  /// the way a layer of the chain does.
+  virtual bool in_gradient_flow() const { return false; }
 
   /// Runs forward under the module's label (anomaly messages name it) and calls forward hooks.
   /// A ShapeError from inside forward gets the label of the innermost module it passed
