@@ -63,13 +63,18 @@ Adam<T>::Adam(std::vector<ParamGroup<T>> groups, AdamOptions<T> opt, bool decoup
 template <Scalar T>
 void Adam<T>::apply() {
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
-  const T t = static_cast<T>(this->steps());
-  const T c1 = T(1) - std::pow(o_.beta1, t);
-  const T c2 = T(1) - std::pow(o_.beta2, t);
   std::size_t i = 0;
   for (auto& group : this->groups_) {
     const T lr = this->group_lr(group);
     for (auto& p : group.params) {
+      if (!this->trainable(p)) {  // frozen: value, moments and step count kept
+        ++i;
+        continue;
+      }
+      // Bias correction by the parameter's own step count (PyTorch's per-parameter "step").
+      const T t = static_cast<T>(this->param_steps(i));
+      const T c1 = T(1) - std::pow(o_.beta1, t);
+      const T c2 = T(1) - std::pow(o_.beta2, t);
       const bool reg = this->regularized(group, p);
       const T coupled = reg && !decoupled_ ? o_.weight_decay : T(0);  // Adam: g += wd p
       const T l1 = reg ? o_.l1 : T(0);                                // both: g += l1 sign(p)

@@ -30,7 +30,10 @@ struct ParamGroup {
   std::optional<bool> regularize{};
 };
 
-/// The base of every optimiser.
+/// The base of every optimiser. A frozen parameter (requires_grad off, e.g. through
+/// Module::set_requires_grad(false)) is skipped by step(), as PyTorch skips parameters without a
+/// gradient: neither the update nor weight decay, L1, momentum or moment estimates touch it, and
+/// its step count (Adam's bias correction) stands still until it is trainable again.
 template <Scalar T>
 class Optimizer {
  public:
@@ -70,14 +73,25 @@ class Optimizer {
   /// The optimiser's state as named persistent tensors (for checkpoints): "step" and, per
   /// parameter, its buffers ("<param name>.exp_avg", ...). Loading writes into these tensors.
   std::vector<NamedTensor<T>> named_state();
-  /// Call after loading values into named_state()'s tensors: takes the step count back.
-  void state_loaded() { steps_ = static_cast<std::int64_t>(std::llround(step_tensor_.item())); }
+  /// Call after loading values into named_state()'s tensors: takes the step count back. The
+  /// state holds one step count, so every parameter's own count becomes it (exact unless some
+  /// parameter was frozen for part of the run that was saved).
+  void state_loaded() {
+    steps_ = static_cast<std::int64_t>(std::llround(step_tensor_.item()));
+    std::fill(param_steps_.begin(), param_steps_.end(), steps_);
+  }
 
  protected:
   /// The update itself, for every parameter (called by step()).
   virtual void apply() = 0;
   /// The named buffers of parameter i (in parameters() order).
   virtual std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) = 0;
+
+  /// False for a frozen parameter, which apply() must leave alone (value and state).
+  static bool trainable(const Tensor<T>& p) { return p.requires_grad(); }
+  /// The steps parameter i (in parameters() order) took part in, this one included: steps()
+  /// less the steps it was frozen for.
+  std::int64_t param_steps(std::size_t i) const { return param_steps_[i]; }
 
   /// Adds coupled L2 (weight_decay * p) and L1 (l1 * sign(p)) to a gradient copy.
   template <class G>
@@ -107,7 +121,10 @@ class Optimizer {
  private:
   std::optional<Tensor<T>> first_non_finite() const;
 
+  void count_param_steps();
+
   Matrix<T> work_;
+  std::vector<std::int64_t> param_steps_;
   Index max_size_ = 1;
   std::int64_t steps_ = 0, skipped_ = 0, non_finite_steps_ = 0;
   NonFinite non_finite_ = NonFinite::error;
@@ -123,7 +140,7 @@ Optimizer<T>::Optimizer(std::vector<ParamGroup<T>> groups) : groups_(std::move(g
   std::size_t i = 0;
   for (auto& g : groups_) {
     for (auto& p : g.params) {
-      if (!p.is_persistent() || !p.requires_grad())
+      if (!p.is_parameter())  // trainable or frozen; data and tape nodes are not parameters
         throw UsageError(gradscope::detail::cat("optimizer: parameter ", i, " ('", p.name(),
                                                 "') is not a parameter tensor"));
       max_size_ = std::max(max_size_, p.size());
@@ -131,6 +148,7 @@ Optimizer<T>::Optimizer(std::vector<ParamGroup<T>> groups) : groups_(std::move(g
     }
   }
   work_ = Matrix<T>::Zero(2, max_size_);
+  param_steps_.assign(i, 0);
 }
 
 template <Scalar T>
@@ -150,12 +168,21 @@ bool Optimizer<T>::step() {
         break;
     }
     ++steps_;
+    count_param_steps();
     apply();
     return false;
   }
   ++steps_;
+  count_param_steps();
   apply();
   return true;
+}
+
+template <Scalar T>
+void Optimizer<T>::count_param_steps() {
+  std::size_t i = 0;
+  for (const auto& g : groups_)
+    for (const auto& p : g.params) param_steps_[i++] += trainable(p);
 }
 
 template <Scalar T>
@@ -193,7 +220,7 @@ template <Scalar T>
 std::optional<Tensor<T>> Optimizer<T>::first_non_finite() const {
   for (const auto& g : groups_)
     for (const auto& p : g.params)
-      if (!gradscope::detail::all_finite(p.grad())) return p;
+      if (trainable(p) && !gradscope::detail::all_finite(p.grad())) return p;
   return std::nullopt;
 }
 

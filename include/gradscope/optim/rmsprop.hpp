@@ -64,6 +64,10 @@ void RMSprop<T>::apply() {
   for (auto& group : this->groups_) {
     const T lr = this->group_lr(group);
     for (auto& p : group.params) {
+      if (!this->trainable(p)) {  // frozen: value and averages kept
+        ++i;
+        continue;
+      }
       auto g = this->work(p, 0);
       g = p.grad();
       this->regularize(g, p.value(), this->regularized(group, p), o_.weight_decay, o_.l1);

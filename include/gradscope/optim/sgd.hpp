@@ -55,11 +55,15 @@ SGD<T>::SGD(std::vector<ParamGroup<T>> groups, SGDOptions<T> opt)
 template <Scalar T>
 void SGD<T>::apply() {
   std::size_t i = 0;
-  const bool first = this->steps() == 1;
   const bool decays = o_.weight_decay != 0 || o_.l1 != 0;
   for (auto& group : this->groups_) {
     const T lr = this->group_lr(group);
     for (auto& p : group.params) {
+      if (!this->trainable(p)) {  // frozen: no update, no decay, momentum buffer kept
+        ++i;
+        continue;
+      }
+      const bool first = this->param_steps(i) == 1;  // its buffer starts at its first gradient
       auto w = p.mutable_value();
       // g: the gradient, or a regularised copy of it; p -= lr g in one pass when plain.
       const auto update = [&](const auto& g) {
