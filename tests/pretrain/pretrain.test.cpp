@@ -558,9 +558,19 @@ TEST_CASE("greedy_layerwise rejects bad networks, inputs and options and restore
   const auto lr_nan = with([](auto& o) { o.layers = {{}, {.lr = std::nan("")}}; });
   CHECK_THROWS_WITH(pt::greedy_layerwise(*net, x, lr_nan), Contains("lr") && Contains("'2'"));
   for (const auto& p : net->named_parameters()) CHECK(p.tensor.requires_grad());
-  // A parameter the user froze stays frozen.
+  // A parameter the user froze stays frozen; a hidden layer the user froze is not pre-trained.
   net->at(4).set_requires_grad(false);
-  pt::greedy_layerwise(*net, x, opt);
+  net->at(0).set_requires_grad(false);
+  const auto before = snapshot(*net);
+  const auto r = pt::greedy_layerwise(*net, x, opt);
   CHECK_FALSE(net->at(4).parameters()[0].requires_grad());
-  CHECK(net->at(0).parameters()[0].requires_grad());
+  CHECK_FALSE(net->at(0).parameters()[0].requires_grad());
+  CHECK(net->at(2).parameters()[0].requires_grad());
+  const auto after = snapshot(*net);
+  CHECK(after.at("0.weight") == before.at("0.weight"));
+  CHECK(after.at("0.bias") == before.at("0.bias"));
+  CHECK_FALSE(after.at("2.weight") == before.at("2.weight"));
+  CHECK(r.layers[0].epochs == 0);
+  CHECK(r.layers[0].epoch_losses.empty());
+  CHECK(r.layers[1].epochs == 1);
 }

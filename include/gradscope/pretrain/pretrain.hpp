@@ -373,14 +373,14 @@ Matrix<T> encode_all(AutoEncoder<T>& ae, const std::type_identity_t<Eigen::Ref<c
   return out;
 }
 
-/// Pre-trains hidden layer `layer` (child `index` of net) on the rows of x, appends its report
-/// and auto-encoder to `result`, and returns the codes of x for the next layer (empty after the
-/// last one).
+/// Pre-trains hidden layer `layer` (child `index` of net) on the rows of x, unless the user froze
+/// it (`keep`), appends its report and auto-encoder to `result`, and returns the codes of x for
+/// the next layer (empty after the last one).
 template <Scalar T>
 Matrix<T> pretrain_layer(nn::Sequential<T>& net,
                          const std::type_identity_t<Eigen::Ref<const Matrix<T>>>& x,
                          const PretrainOptions<T>& opt, std::size_t layer, std::size_t index,
-                         bool last, Rng& rng, PretrainResult<T>& result) {
+                         bool keep, bool last, Rng& rng, PretrainResult<T>& result) {
   const auto start = std::chrono::steady_clock::now();
   auto dense = std::dynamic_pointer_cast<nn::Dense<T>>(net.children()[index].second);
   auto act = std::dynamic_pointer_cast<nn::Activation<T>>(net.children()[index + 1].second);
@@ -419,8 +419,9 @@ Matrix<T> pretrain_layer(nn::Sequential<T>& net,
         "greedy_layerwise: the cross-entropy reconstruction needs inputs in [0, 1]; the inputs",
         where(), " lie in [", lo, ", ", hi, "] (use squared_error or automatic)"));
 
+  if (keep) report.epochs = 0;  // frozen by the user: left as it is
   auto ae = std::make_shared<AutoEncoder<T>>(dense, act, opt.weights, report.loss, &rng);
-  dense->set_requires_grad(true);
+  if (!keep) dense->set_requires_grad(true);
   report.initial_loss = ae->evaluate(x);
   train_layer(*ae, x, layer, opt, report, rng);
   report.final_loss = ae->evaluate(x);
@@ -439,8 +440,9 @@ Matrix<T> pretrain_layer(nn::Sequential<T>& net,
 /// (see hidden_layers), an AutoEncoder on that layer learns to reconstruct the layer's input
 /// (the rows of `inputs` for the first layer, the codes of the layers below for the others),
 /// with every other parameter of the network frozen. Plain or denoising (opt.noise > 0), tied
-/// or untied decoder. The output layers are left untouched; every parameter's requires_grad is
-/// restored afterwards (gradients end up zero). Fine-tune the whole network afterwards with the
+/// or untied decoder. The output layers, and hidden layers whose weight the caller froze, are
+/// left untouched; every parameter's requires_grad is restored afterwards (gradients end up
+/// zero). Fine-tune the whole network afterwards with the
 /// supervised loss. Throws ValueError on bad options or non-finite inputs, UsageError when the
 /// network is not a stack of Dense + activation layers, ShapeError when the widths do not fit.
 template <Scalar T>
@@ -461,6 +463,9 @@ PretrainResult<T> greedy_layerwise(nn::Sequential<T>& net,
     throw ValueError(gradscope::detail::cat("greedy_layerwise: no inputs (", inputs.rows(), " x ",
                                             inputs.cols(), ")"));
   detail::check_finite<T>(inputs);
+  std::vector<char> keep;  // hidden layers the user froze
+  for (auto i : hidden)
+    keep.push_back(!static_cast<nn::Dense<T>&>(net.at(i)).weight().requires_grad());
   detail::RequiresGradGuard<T> restore(net.parameters());
   net.set_requires_grad(false);
   Rng rng(opt.seed ? opt.seed : default_rng().next_u64());
@@ -468,9 +473,9 @@ PretrainResult<T> greedy_layerwise(nn::Sequential<T>& net,
   Matrix<T> codes;  // the inputs of the next layer: the codes of the layers below
   for (std::size_t k = 0; k < hidden.size(); ++k) {
     const bool last = k + 1 == hidden.size();
-    Matrix<T> next = k == 0
-                         ? detail::pretrain_layer(net, inputs, opt, k, hidden[k], last, rng, result)
-                         : detail::pretrain_layer(net, codes, opt, k, hidden[k], last, rng, result);
+    Matrix<T> next =
+        k == 0 ? detail::pretrain_layer(net, inputs, opt, k, hidden[k], keep[k], last, rng, result)
+               : detail::pretrain_layer(net, codes, opt, k, hidden[k], keep[k], last, rng, result);
     codes = std::move(next);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
