@@ -5,8 +5,8 @@
 /// input, the layers below it frozen; fine-tuning the whole network with the supervised loss is
 /// then an ordinary training loop.
 //
-// A component of its own: the loop needs an optimiser, and nn must not depend on optim (DESIGN.md).
-// It depends on core, nn and optim; nothing depends on it.
+// A component of its own: the loop needs an optimiser, and nn must not depend on optim (the
+// project's layering). It depends on core, nn and optim; nothing depends on it.
 
 #include <algorithm>
 #include <chrono>
