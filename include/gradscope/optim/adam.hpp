@@ -64,6 +64,8 @@ template <Scalar T>
 void Adam<T>::apply() {
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
   std::size_t i = 0;
+  std::int64_t corrected = -1;  // the step count c1 and c2 belong to (usually one for all)
+  T c1 = 1, c2 = 1;
   for (auto& group : this->groups_) {
     const T lr = this->group_lr(group);
     for (auto& p : group.params) {
@@ -72,9 +74,11 @@ void Adam<T>::apply() {
         continue;
       }
       // Bias correction by the parameter's own step count (PyTorch's per-parameter "step").
-      const T t = static_cast<T>(this->param_steps(i));
-      const T c1 = T(1) - std::pow(o_.beta1, t);
-      const T c2 = T(1) - std::pow(o_.beta2, t);
+      if (this->param_steps(i) != corrected) {
+        corrected = this->param_steps(i);
+        c1 = T(1) - std::pow(o_.beta1, static_cast<T>(corrected));
+        c2 = T(1) - std::pow(o_.beta2, static_cast<T>(corrected));
+      }
       const bool reg = this->regularized(group, p);
       const T coupled = reg && !decoupled_ ? o_.weight_decay : T(0);  // Adam: g += wd p
       const T l1 = reg ? o_.l1 : T(0);                                // both: g += l1 sign(p)
