@@ -148,7 +148,7 @@ class Tape {
     auto& n = nodes_[i];
     if (n.grad) return {n.grad, false};
     auto* s = n.op == detail::Op::parameter ? static_cast<detail::Storage<T>*>(n.aux) : nullptr;
-    if (s && s->hooks.empty()) {
+    if (s && s->hooks.empty() && s->requires_grad) {
       n.grad = s->grad.data();  // accumulates onto earlier backward calls
       return {n.grad, false};
     }
@@ -441,6 +441,7 @@ void Tape<T>::sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed)
     if (n.has_hooks) fire_tape_hooks(i, g);
     if (n.op == detail::Op::parameter) {
       auto* s = static_cast<detail::Storage<T>*>(n.aux);
+      if (!s->requires_grad) continue;  // frozen after it was recorded: no gradient, no hooks
       if (n.grad != s->grad.data()) {  // else accumulated in place (see grad_target)
         for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
         s->grad += g;

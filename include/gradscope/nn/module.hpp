@@ -62,6 +62,10 @@ class Module {
   Index parameter_count() const;
   /// Zeroes every parameter's gradient.
   void zero_grad();
+  /// Sets requires_grad on every parameter of this module and its descendants (PyTorch's
+  /// requires_grad_): false freezes them (backward gives them no gradient; optimisers and
+  /// clipping skip them), true makes them trainable again. See Tensor::set_requires_grad.
+  Module& set_requires_grad(bool on);
 
   /// Direct children with their local names.
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
@@ -178,6 +182,12 @@ Index Module<T>::parameter_count() const {
 template <Scalar T>
 void Module<T>::zero_grad() {
   for (auto& p : parameters()) p.zero_grad();
+}
+
+template <Scalar T>
+Module<T>& Module<T>::set_requires_grad(bool on) {
+  for (auto& p : parameters()) p.set_requires_grad(on);
+  return *this;
 }
 
 template <Scalar T>
