@@ -364,7 +364,7 @@ inline std::string format_time_report(const std::vector<TimeLayerInfo>& layers,
     const TimeProfile& p = records[i].profiles().back();
     if (!any) {
       os << "gradient through time (per-sample norm of dL/dh_t at step " << p.step << "):\n"
-         << std::left << std::setw(pw) << "layer" << std::setw(18) << "kind" << std::right
+         << std::left << std::setw(pw) << "layer" << std::setw(32) << "kind" << std::right
          << std::setw(6) << "T" << std::setw(11) << "|dh_T|" << std::setw(11) << "|dh_1|"
          << std::setw(10) << "gain/t" << std::setw(11) << "reach" << std::setw(9) << "horizon"
          << std::setw(8) << "carry"
@@ -378,8 +378,8 @@ inline std::string format_time_report(const std::vector<TimeLayerInfo>& layers,
         hi = std::max(hi, std::log10(v));
       }
     std::string kind = layers[i].kind;
-    if (kind.size() > 17) kind = kind.substr(0, 16) + "~";
-    os << std::left << std::setw(pw) << layers[i].name() << std::setw(18) << kind << std::right
+    if (kind.size() > 31) kind = kind.substr(0, 30) + "~";
+    os << std::left << std::setw(pw) << layers[i].name() << std::setw(32) << kind << std::right
        << std::setw(6) << p.steps << std::setw(11)
        << detail::sci(p.total.empty() ? not_measured : p.total.back()) << std::setw(11)
        << detail::sci(p.total.empty() ? not_measured : p.total.front()) << std::setw(10)
