@@ -9,8 +9,8 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-common=(--synthetic --synthetic-size 1000 --hidden 16 --batch-size 50 --validation 100)
-"$exe" "${common[@]}" --epochs 2 --report-dir "$dir/r" --checkpoint "$dir/ck{epoch}.safetensors" \
+common=(--synthetic --synthetic-size 1000 --batch-size 50 --validation 100)
+"$exe" "${common[@]}" --hidden 16 --epochs 2 --report-dir "$dir/r" --checkpoint "$dir/ck{epoch}.safetensors" \
   > "$dir/out.txt" 2>&1 || { cat "$dir/out.txt"; fail "exited $?"; }
 out="$dir/out.txt"
 grep -qE '^epoch  2 .* gradients: [a-z_]+  through time: gain [0-9.e+-]+/step, reach .*, horizon [0-9]+ of 27' "$out" ||
@@ -22,7 +22,7 @@ grep -q ",time_gain," "$dir/r/gradients.csv" || fail "no time profile in the CSV
 grep -q '"time_profile":"0"' "$dir/r/gradients.jsonl" || fail "no time profile in the JSON Lines"
 grep -q 'class="time-profile"' "$dir/r/gradient_flow.svg" || fail "no time panel in the SVG"
 [ -f "$dir/r/model.safetensors" ] && [ -f "$dir/ck2.safetensors" ] || fail "no checkpoints"
-"$exe" "${common[@]}" --epochs 3 --resume "$dir/ck2.safetensors" --report-dir "$dir/r2" \
+"$exe" "${common[@]}" --hidden 16 --epochs 3 --resume "$dir/ck2.safetensors" --report-dir "$dir/r2" \
   > "$dir/resume.txt" 2>&1 || { cat "$dir/resume.txt"; fail "resume exited $?"; }
 grep -q "resumed from .* at epoch 2" "$dir/resume.txt" || fail "did not resume at epoch 2"
 grep -qE '^epoch  3 ' "$dir/resume.txt" || fail "no epoch 3 after resuming"
