@@ -7,6 +7,7 @@
 #include "nn_ops.hpp"
 #include "ops.hpp"
 #include "rng.hpp"
+#include "runtime.hpp"
 #include "tape.hpp"
 #include "tensor.hpp"
 #include "types.hpp"
