@@ -8,23 +8,29 @@
 
 // Eigen, and the x86 intrinsics headers it includes, are included here first and compiled without
 // the warnings they raise in a user's -Wall -Wextra build (as Eigen's own DisableStupidWarnings.h
-// does for its code): Eigen 3.4.0's AVX bfloat16 code has unused variables, Clang finds a C99
-// compound literal in F16C's _cvtss_sh (through Eigen's Half.h), and GCC before 13 reports its
-// own AVX-512 intrinsics (the self-initialised __Y of _mm512_undefined_*(), GCC bug 105593) as
-// (maybe) uninitialised wherever they are inlined. The pragmas cover those headers' lines only,
-// never gradscope's code; GCC and Clang then also keep quiet where the lines are inlined.
+// does for its code), each pragma covering only the third-party lines it is about, never
+// gradscope's: GCC before 13 reports its own AVX-512 intrinsics (the self-initialised __Y of
+// _mm512_undefined_*(), GCC bug 105593) as (maybe) uninitialised wherever they are inlined, which
+// the pragmas around <immintrin.h> silence at those lines; Eigen 3.4.0's AVX bfloat16 code has
+// unused variables, and Clang finds a C99 compound literal in F16C's _cvtss_sh as Eigen's Half.h
+// uses it. (Included after Eigen by the user, the intrinsics are not covered: see README.)
+#if defined(__x86_64__) || defined(__i386__)
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
+#endif
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-variable"
 #if defined(__clang__)
 #pragma clang diagnostic ignored "-Wc99-extensions"
-#elif __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-#endif
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
 #endif
 #include <Eigen/Core>
 #if defined(__GNUC__)

@@ -18,6 +18,16 @@
 //     #endif
 #define GRADSCOPE_DETAIL_COMPILED_INCLUDED
 
+// GRADSCOPE_INSTANTIATE_<COMPONENT> belongs to the one file that includes
+// <gradscope/instantiate.hpp> (which marks it as GRADSCOPE_DETAIL_INSTANCE_UNIT): defined for any
+// other file, that file would compile the functions too, and the program would not link.
+#if (defined(GRADSCOPE_INSTANTIATE_NN) || defined(GRADSCOPE_INSTANTIATE_OPTIM) ||         \
+     defined(GRADSCOPE_INSTANTIATE_DIAGNOSTICS) || defined(GRADSCOPE_INSTANTIATE_UTIL) || \
+     defined(GRADSCOPE_INSTANTIATE_IO) || defined(GRADSCOPE_INSTANTIATE_DATA)) &&         \
+    !defined(GRADSCOPE_DETAIL_INSTANCE_UNIT)
+#error "GRADSCOPE_INSTANTIATE_<component> is defined in a file that does not include <gradscope/instantiate.hpp> first: define it in that one file only, right before the include (#define GRADSCOPE_INSTANTIATE_IO), not for the whole target"
+#endif
+
 #if defined(GRADSCOPE_EXTERN_TEMPLATES)
 #define GRADSCOPE_COMPILED_API
 #else

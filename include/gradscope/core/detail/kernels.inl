@@ -84,29 +84,44 @@ GRADSCOPE_NOIPA void pack_b_panel(T* dst, const T* b, Index brs, Index bcs, Inde
 }
 
 // A(i, l) = a[i * ars + l * acs] for i in [0, h), l in [0, kc): one strip of MR rows, k by k,
-// zero beyond h.
+// zero beyond h. A register of MR values is stored whole where it overhangs into the next l's
+// slot (which is written next), masked only for the strip's last l: AVX2's masked stores cost
+// more than a dozen plain ones on some CPUs.
 template <class T>
 GRADSCOPE_NOIPA void pack_a_strip(T* dst, const T* a, Index ars, Index acs, Index kc, Index h) {
   using W = Vec<T>;
   constexpr Index L = W::lanes, MR = W::MR;
   if (ars == 1) {  // columns of A contiguous: MR consecutive values per l
     for (Index l = 0; l < kc; ++l)
-      for (Index v = 0; v < MR; v += L)
-        W::mask_storeu(dst + l * MR + v, W::mask(MR - v),
-                       W::maskz_loadu(W::mask(h - v), a + l * acs + v));
+      for (Index v = 0; v < MR; v += L) {
+        const typename W::V x = W::maskz_loadu(W::mask(h - v), a + l * acs + v);
+        if (v + L <= MR || l + 1 < kc)
+          W::storeu(dst + l * MR + v, x);
+        else
+          W::mask_storeu(dst + l * MR + v, W::mask(MR - v), x);
+      }
     return;
   }
   Index l0 = 0;
   if (acs == 1) {  // rows of A contiguous along l: transpose lanes x lanes blocks, keep MR rows
-    for (; l0 + L <= kc; l0 += L)
-      for (Index rb = 0; rb < MR; rb += L) {
-        typename W::V r[L];
+    constexpr Index blocks = (MR + L - 1) / L;  // of rows
+    for (; l0 + L <= kc; l0 += L) {
+      typename W::V r[blocks][L];
+      for (Index b = 0; b < blocks; ++b) {
         for (Index t = 0; t < L; ++t)
-          r[t] = rb + t < h ? W::loadu(a + (rb + t) * ars + l0) : W::zero();
-        W::transpose(r);
-        const auto m = W::mask(MR - rb);
-        for (Index u = 0; u < L; ++u) W::mask_storeu(dst + (l0 + u) * MR + rb, m, r[u]);
+          r[b][t] = b * L + t < h ? W::loadu(a + (b * L + t) * ars + l0) : W::zero();
+        W::transpose(r[b]);
       }
+      // Slot by slot, so a register that overhangs into the next slot is overwritten after.
+      for (Index u = 0; u < L; ++u)
+        for (Index b = 0; b < blocks; ++b) {
+          T* d = dst + (l0 + u) * MR + b * L;
+          if ((b + 1) * L <= MR || l0 + u + 1 < kc)
+            W::storeu(d, r[b][u]);
+          else
+            W::mask_storeu(d, W::mask(MR - b * L), r[b][u]);
+        }
+    }
   }
   for (Index l = l0; l < kc; ++l) {
     T* d = dst + l * MR;
@@ -265,4 +280,32 @@ GRADSCOPE_NOIPA void dot_product_gemm(T* c, const T* a, const T* b, Index m, Ind
     i += 2;
   }
   if (i < m) dot_rows<T, 1>(a + i * k, b, n, k, c + i * n, accumulate);
+}
+
+// ---- Elementwise passes ----
+//
+// The gradient of the rectifiers, out = x > 0 ? g : r, where r is 0 (ReLU), a g (LeakyReLU with
+// slope a) or g (y + a) (ELU with alpha a, y its output); out += that when `accumulate`. out may
+// be g itself. A select: Eigen vectorises it for AVX and AVX-512, not for SSE2, where the
+// ReLU layers' backward pass ran element by element (15% of net B's training step).
+template <class T, int Kind>
+GRADSCOPE_NOIPA void rectifier_backward(T* out, const T* g, const T* x, const T* y, Index n, T a,
+                                        bool accumulate) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr Index L = W::lanes;
+  const V av = W::set1(a);
+  Index i = 0;
+  for (; i + L <= n; i += L) {
+    const V gv = W::loadu(g + i);
+    V r = W::zero();  // the gradient where x <= 0 (no lambdas here: see simd.hpp)
+    if constexpr (Kind == 1) r = W::mul(av, gv);
+    if constexpr (Kind == 2) r = W::mul(gv, W::add(W::loadu(y + i), av));
+    r = W::select(W::positive(W::loadu(x + i)), gv, r);
+    W::storeu(out + i, accumulate ? W::add(W::loadu(out + i), r) : r);
+  }
+  for (; i < n; ++i) {
+    const T r = x[i] > T(0) ? g[i] : Kind == 0 ? T(0) : Kind == 1 ? a * g[i] : g[i] * (y[i] + a);
+    out[i] = accumulate ? out[i] + r : r;
+  }
 }

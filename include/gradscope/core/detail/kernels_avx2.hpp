@@ -39,7 +39,11 @@ struct Vec<float> {
   static V maskz_loadu(Mask m, const float* p) { return _mm256_maskload_ps(p, m); }
   static void mask_storeu(float* p, Mask m, V v) { _mm256_maskstore_ps(p, m, v); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  /// Lanes where x > 0 (false for NaN), and a blend by them.
+  static V positive(V x) { return _mm256_cmp_ps(x, zero(), _CMP_GT_OQ); }
+  static V select(V m, V if_true, V if_false) { return _mm256_blendv_ps(if_false, if_true, m); }
   static float reduce_add(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -88,7 +92,10 @@ struct Vec<double> {
   static V maskz_loadu(Mask m, const double* p) { return _mm256_maskload_pd(p, m); }
   static void mask_storeu(double* p, Mask m, V v) { _mm256_maskstore_pd(p, m, v); }
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static V positive(V x) { return _mm256_cmp_pd(x, zero(), _CMP_GT_OQ); }
+  static V select(V m, V if_true, V if_false) { return _mm256_blendv_pd(if_false, if_true, m); }
   static double reduce_add(V v) {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));

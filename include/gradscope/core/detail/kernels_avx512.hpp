@@ -40,7 +40,13 @@ struct Vec<float> {
   static V maskz_loadu(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
   static void mask_storeu(float* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  /// Lanes where x > 0 (false for NaN), and a blend by them.
+  static Mask positive(V x) { return _mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ); }
+  static V select(Mask m, V if_true, V if_false) {
+    return _mm512_mask_blend_ps(m, if_false, if_true);
+  }
   static float reduce_add(V v) {
     V s = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0x4E));  // + other half
     s = _mm512_add_ps(s, _mm512_maskz_shuffle_f32x4(0xFFFF, s, s, 0xB1));    // + other quarter
@@ -97,7 +103,12 @@ struct Vec<double> {
   static V maskz_loadu(Mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
   static void mask_storeu(double* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
   static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static Mask positive(V x) { return _mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ); }
+  static V select(Mask m, V if_true, V if_false) {
+    return _mm512_mask_blend_pd(m, if_false, if_true);
+  }
   static double reduce_add(V v) {
     V s = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0x4E));  // + other half
     s = _mm512_add_pd(s, _mm512_maskz_shuffle_f64x2(0xFF, s, s, 0xB1));    // + other quarter

@@ -6,6 +6,7 @@
 // gradscope's own kernels go inside a region, and no #include: a standard or Eigen header first
 // included there would be compiled for the region's target too and then run on CPUs without it.
 //
+// Lambdas inside a region are not given its target by every compiler: kernels use none.
 // A region's functions are never inlined into code outside it (GCC and Clang refuse to inline a
 // function with more instruction sets than its caller), so each path's entry points are calls.
 

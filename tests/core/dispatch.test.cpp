@@ -1,14 +1,18 @@
 // The CPU paths of gradscope's kernels (core/detail/dispatch.hpp, core/runtime.hpp): how
-// GRADSCOPE_CPU and set_cpu_path pick one, what happens when the CPU cannot run it, and the
+// GRADSCOPE_CPU and set_cpu_path pick one, what happens when the CPU cannot run it, the
+// elementwise kernels on every path this machine has (core/detail/elementwise.hpp), and the
 // threads of the products (parallel.hpp) without OpenMP. test_gemm_openmp checks the threads with
-// OpenMP; gemm.test.cpp runs the products on every path this machine has.
+// OpenMP; gemm.test.cpp runs the products on every path.
 
 #include <catch2/catch.hpp>
 
 #include <gradscope/core/core.hpp>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "support.hpp"
 
@@ -80,6 +84,49 @@ TEST_CASE("a build for AVX-512F or AVX2 + FMA starts on the path it targets, oth
                                ? gs::detail::compiled_cpu_path
                                : gs::testing::supported_cpu_paths().back();
   CHECK(gs::detail::initial_cpu_path() == expected);
+}
+
+TEMPLATE_TEST_CASE("the rectifiers' gradient kernel matches its definition on every CPU path",
+                   "[core][runtime]", float, double) {
+  using T = TestType;
+  using gs::detail::Rectifier;
+  gs::Rng rng(5);
+  const T a = T(0.3), nan = std::numeric_limits<T>::quiet_NaN();
+  // Lengths around the registers' widths (4, 8, 16 lanes) and longer.
+  for (const gs::Index n : {1, 3, 4, 7, 8, 9, 15, 16, 17, 33, 1000}) {
+    std::vector<T> g(n), x(n), y(n), start(n);
+    for (gs::Index i = 0; i < n; ++i) {
+      g[i] = T(rng.uniform(-1, 1));
+      x[i] = i % 5 == 0 ? T(0) : T(rng.uniform(-1, 1));  // x = 0 takes the x <= 0 branch
+      y[i] = a * (std::exp(x[i]) - T(1));
+      start[i] = T(rng.uniform(-1, 1));
+    }
+    if (n > 2) x[2] = nan;  // NaN > 0 is false: the x <= 0 branch
+    for (const Rectifier r : {Rectifier::relu, Rectifier::leaky_relu, Rectifier::elu}) {
+      for (const bool accumulate : {false, true}) {
+        for (const gs::CpuPath p : gs::testing::supported_cpu_paths()) {
+          INFO("n " << n << ", rectifier " << static_cast<int>(r) << ", accumulate " << accumulate
+                    << ", path " << gs::to_string(p));
+          gs::testing::CpuPathScope scope(p);
+          std::vector<T> out = start, in_place = g;
+          gs::detail::rectifier_backward(r, out.data(), g.data(), x.data(), y.data(), n, a,
+                                         accumulate);
+          gs::detail::rectifier_backward(r, in_place.data(), in_place.data(), x.data(), y.data(), n,
+                                         a, false);
+          for (gs::Index i = 0; i < n; ++i) {
+            const T below = r == Rectifier::relu         ? T(0)
+                            : r == Rectifier::leaky_relu ? a * g[i]
+                                                         : g[i] * (y[i] + a);
+            const T d = x[i] > T(0) ? g[i] : below;
+            // (accumulated, the sum may be fused into a multiply-add: a rounding apart)
+            const T eps = 4 * std::numeric_limits<T>::epsilon();
+            CHECK(out[i] == Approx(accumulate ? start[i] + d : d).epsilon(eps).margin(eps));
+            CHECK(in_place[i] == d);
+          }
+        }
+      }
+    }
+  }
 }
 
 #ifndef _OPENMP
