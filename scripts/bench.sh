@@ -428,7 +428,7 @@ if ((dispatch)); then
           --benchmark_filter="^mlp_train/($cases)/gradscope" ;;
         portable) run_one portable "$rep" -u GRADSCOPE_CPU "${ours_cpu[@]}" "${one[@]}" -- \
           "$portable_build/bench/bench_mlp_train" --benchmark_filter="^mlp_train/($cases)/gradscope" ;;
-        torch) run_one torch "$rep" "${torch_core[@]}" -u GRADSCOPE_CPU "${ours_cpu[@]}" "${one[@]}" -- \
+        torch) run_one torch "$rep" -u GRADSCOPE_CPU "${torch_core[@]}" "${ours_cpu[@]}" "${one[@]}" -- \
           "$portable_build/bench/peers/bench_torch_mlp" --threads=1 \
           --benchmark_filter="^peers/torch/($cases)(/ratio)?\$" ;;
       esac
@@ -725,6 +725,15 @@ elif [[ -x /usr/bin/time ]]; then
   echo "| \`#include <gradscope/gradscope.hpp>\` alone | $w s | $c s | <= 3 s |" >>"$results/compile.md"
   read -r w c < <(compile_seconds "$tmp/eigen_core.cpp")
   echo "| \`#include <Eigen/Core>\` alone (for scale) | $w s | $c s | - |" >>"$results/compile.md"
+  # The README's 20-line example as a user's file: on gradscope::compiled (its interface
+  # definitions) and header-only.
+  awk '/^## A 20-line example/ { f = 1; next } f && /^```cpp/ { p = 1; next } p && /^```/ { exit } p' \
+    README.md >"$tmp/readme_example.cpp"
+  read -r w c < <(compile_seconds "$tmp/readme_example.cpp" -DGRADSCOPE_EXTERN_TEMPLATES \
+    -DGRADSCOPE_COMPILED_LIBRARY -DEIGEN_MAX_ALIGN_BYTES=64 -DEIGEN_MAX_STATIC_ALIGN_BYTES=64)
+  echo "| README's 20-line example on \`gradscope::compiled\` | $w s | $c s | <= 3 s |" >>"$results/compile.md"
+  read -r w c < <(compile_seconds "$tmp/readme_example.cpp")
+  echo "| README's 20-line example, header-only | $w s | $c s | - |" >>"$results/compile.md"
   if [[ -f examples/mnist_mlp.cpp ]]; then
     read -r w c < <(compile_seconds examples/mnist_mlp.cpp)
     echo "| examples/mnist_mlp.cpp, header-only | $w s | $c s | <= 8 s |" >>"$results/compile.md"

@@ -9,8 +9,8 @@
 // No include guard on purpose: it defines, it does not declare.
 //
 // It also compiles, once, the heavy non-template functions that GRADSCOPE_EXTERN_TEMPLATES turns
-// into declarations elsewhere (detail/compiled.hpp): nn's, optim's, the diagnostics' and util's
-// always, and those of the io
+// into declarations elsewhere (detail/compiled.hpp): the core's (the kernels of the CPU paths),
+// nn's, optim's, the diagnostics' and util's always, and those of the io
 // and data headers when this file defines GRADSCOPE_INSTANTIATE_IO (needs nlohmann/json) or
 // GRADSCOPE_INSTANTIATE_DATA (needs zlib) before including this header:
 //
@@ -24,15 +24,18 @@
 // links gradscope::compiled, which holds all of this already, must not have such a file. Each of
 // these mistakes stops the compilation here with what to do.
 #if defined(GRADSCOPE_COMPILED_LIBRARY)
-#error "this program links gradscope::compiled, which already holds what <gradscope/instantiate.hpp> compiles: remove this file from the program (or link gradscope::gradscope instead of gradscope::compiled)"
+#error \
+    "this program links gradscope::compiled, which already holds what <gradscope/instantiate.hpp> compiles: remove this file from the program (or link gradscope::gradscope instead of gradscope::compiled)"
 #endif
 #if !defined(GRADSCOPE_EXTERN_TEMPLATES)
-#error "<gradscope/instantiate.hpp> compiles gradscope's templates once for the files built with GRADSCOPE_EXTERN_TEMPLATES: define it for every file of the program, this one included (CMake: target_compile_definitions(my_app PRIVATE GRADSCOPE_EXTERN_TEMPLATES)), or link gradscope::compiled and drop this file"
+#error \
+    "<gradscope/instantiate.hpp> compiles gradscope's templates once for the files built with GRADSCOPE_EXTERN_TEMPLATES: define it for every file of the program, this one included (CMake: target_compile_definitions(my_app PRIVATE GRADSCOPE_EXTERN_TEMPLATES)), or link gradscope::compiled and drop this file"
 #endif
 #if defined(GRADSCOPE_DETAIL_COMPILED_INCLUDED)
 #error "include <gradscope/instantiate.hpp> before any other gradscope header of its file"
 #endif
 #define GRADSCOPE_DETAIL_INSTANCE_UNIT
+#define GRADSCOPE_INSTANTIATE_CORE
 #define GRADSCOPE_INSTANTIATE_NN
 #define GRADSCOPE_INSTANTIATE_OPTIM
 #define GRADSCOPE_INSTANTIATE_DIAGNOSTICS

@@ -14,7 +14,10 @@
 // the pragmas around <immintrin.h> silence at those lines; Eigen 3.4.0's AVX bfloat16 code has
 // unused variables, and Clang finds a C99 compound literal in F16C's _cvtss_sh as Eigen's Half.h
 // uses it. (Included after Eigen by the user, the intrinsics are not covered: see README.)
-#if defined(__x86_64__) || defined(__i386__)
+#include "../detail/compiled.hpp"
+// (<immintrin.h> only where it is used: by gradscope's kernels, not compiled in a file of the
+// compiled mode, and by Eigen for AVX and above.)
+#if (defined(__x86_64__) || defined(__i386__)) && (!GRADSCOPE_CORE_DECLARE_ONLY || defined(__AVX__))
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"

@@ -10,10 +10,13 @@
 // (the optimiser's update, the finite check, bias gradients, batch norm) took about the same time
 // at SSE2's width as at AVX-512's, being bound by memory, and stay Eigen expressions.
 
+#include "../../detail/compiled.hpp"
 #include "../types.hpp"
 #include "dispatch.hpp"
+#if GRADSCOPE_X86_KERNELS && !GRADSCOPE_CORE_DECLARE_ONLY  // compiled where defined (below)
 #include "kernels_avx2.hpp"
 #include "kernels_avx512.hpp"
+#endif
 
 namespace gradscope::detail {
 
@@ -45,21 +48,63 @@ void rectifier_backward_portable(T* out, const T* g, const T* x, const T* y, Ind
     put((xv > T(0)).select(gv, gv * (CA(y, n) + a)));
 }
 
-template <class T, int Kind>
-void rectifier_backward_kind(T* out, const T* g, const T* x, const T* y, Index n, T a,
-                             bool accumulate) {
-#if GRADSCOPE_X86_KERNELS
-  switch (active_cpu_path()) {
-    case CpuPath::avx512:
-      return avx512::rectifier_backward<T, Kind>(out, g, x, y, n, a, accumulate);
-    case CpuPath::avx2:
-      return avx2::rectifier_backward<T, Kind>(out, g, x, y, n, a, accumulate);
-    default:
-      break;
-  }
-#endif
-  rectifier_backward_portable<T, Kind>(out, g, x, y, n, a, accumulate);
+#if GRADSCOPE_X86_KERNELS && !GRADSCOPE_CORE_DECLARE_ONLY
+template <CpuPath P, class T, int Kind>
+void path_rectifier_backward_on(T* out, const T* g, const T* x, const T* y, Index n, T a,
+                                bool accumulate) {
+  if constexpr (P == CpuPath::avx512)
+    avx512::rectifier_backward<T, Kind>(out, g, x, y, n, a, accumulate);
+  else
+    avx2::rectifier_backward<T, Kind>(out, g, x, y, n, a, accumulate);
 }
+
+template <CpuPath P, class T>
+void path_rectifier_backward_on(Rectifier r, T* out, const T* g, const T* x, const T* y, Index n,
+                                T a, bool accumulate) {
+  switch (r) {
+    case Rectifier::relu:
+      return path_rectifier_backward_on<P, T, 0>(out, g, x, y, n, a, accumulate);
+    case Rectifier::leaky_relu:
+      return path_rectifier_backward_on<P, T, 1>(out, g, x, y, n, a, accumulate);
+    default:
+      return path_rectifier_backward_on<P, T, 2>(out, g, x, y, n, a, accumulate);
+  }
+}
+#endif
+
+#if GRADSCOPE_X86_KERNELS
+/// rectifier_backward on the kernels of path p (avx512 or avx2). Compiled once, with the
+/// kernels, in the compiled mode (detail/compiled.hpp).
+GRADSCOPE_COMPILED_API void path_rectifier_backward(CpuPath p, Rectifier r, float* out,
+                                                    const float* g, const float* x, const float* y,
+                                                    Index n, float a, bool accumulate)
+#if GRADSCOPE_CORE_DECLARE_ONLY
+    ;
+#else
+{
+  if (p == CpuPath::avx512)
+    path_rectifier_backward_on<CpuPath::avx512>(r, out, g, x, y, n, a, accumulate);
+  else
+    path_rectifier_backward_on<CpuPath::avx2>(r, out, g, x, y, n, a, accumulate);
+}
+#endif
+
+/// The same for double.
+GRADSCOPE_COMPILED_API void path_rectifier_backward(CpuPath p, Rectifier r, double* out,
+                                                    const double* g, const double* x,
+                                                    const double* y, Index n, double a,
+                                                    bool accumulate)
+#if GRADSCOPE_CORE_DECLARE_ONLY
+    ;
+#else
+{
+  if (p == CpuPath::avx512)
+    path_rectifier_backward_on<CpuPath::avx512>(r, out, g, x, y, n, a, accumulate);
+  else
+    path_rectifier_backward_on<CpuPath::avx2>(r, out, g, x, y, n, a, accumulate);
+}
+#endif
+#endif
 
 /// out = (or += when `accumulate`) the gradient of rectifier r at its n inputs x (outputs y,
 /// read by the ELU only) given its output's gradient g; a is the LeakyReLU's slope or the ELU's
@@ -67,13 +112,17 @@ void rectifier_backward_kind(T* out, const T* g, const T* x, const T* y, Index n
 template <class T>
 void rectifier_backward(Rectifier r, T* out, const T* g, const T* x, const T* y, Index n, T a,
                         bool accumulate) {
+#if GRADSCOPE_X86_KERNELS
+  if (const CpuPath p = active_cpu_path(); p != CpuPath::baseline)
+    return path_rectifier_backward(p, r, out, g, x, y, n, a, accumulate);
+#endif
   switch (r) {
     case Rectifier::relu:
-      return rectifier_backward_kind<T, 0>(out, g, x, y, n, a, accumulate);
+      return rectifier_backward_portable<T, 0>(out, g, x, y, n, a, accumulate);
     case Rectifier::leaky_relu:
-      return rectifier_backward_kind<T, 1>(out, g, x, y, n, a, accumulate);
+      return rectifier_backward_portable<T, 1>(out, g, x, y, n, a, accumulate);
     default:
-      return rectifier_backward_kind<T, 2>(out, g, x, y, n, a, accumulate);
+      return rectifier_backward_portable<T, 2>(out, g, x, y, n, a, accumulate);
   }
 }
 

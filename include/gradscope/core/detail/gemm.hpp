@@ -23,10 +23,9 @@
 #include <new>
 #include <type_traits>
 
+#include "../../detail/compiled.hpp"
 #include "../types.hpp"
 #include "dispatch.hpp"
-#include "kernels_avx2.hpp"
-#include "kernels_avx512.hpp"
 #include "parallel.hpp"
 
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
@@ -39,6 +38,10 @@
 // products to a BLAS (EIGEN_USE_BLAS).
 #if GRADSCOPE_X86_KERNELS && !defined(EIGEN_USE_BLAS)
 #define GRADSCOPE_GEMM_KERNELS 1
+#if !GRADSCOPE_CORE_DECLARE_ONLY  // their kernels: compiled where path_gemm is (below)
+#include "kernels_avx2.hpp"
+#include "kernels_avx512.hpp"
+#endif
 #else
 #define GRADSCOPE_GEMM_KERNELS 0
 #endif
@@ -296,7 +299,6 @@ inline bool prefers_dot_products(Index m, Index n, Index k) {
 
 // ---- the avx512 and avx2 paths: gradscope's kernels ----
 
-#if GRADSCOPE_GEMM_KERNELS
 /// Whether a product goes to the blocked kernel of the avx512 or avx2 path: at least 16 columns
 /// (the AVX-512 float tiles are 32 wide: [128, 30] x [30, 10] ran at 0.67 times Eigen's speed)
 /// and 2^15 multiply-adds ([30, 10] x [10, 30]: 0.77). Measured on the machine of
@@ -305,6 +307,7 @@ inline bool prefers_blocked_kernel(Index m, Index n, Index k) {
   return n >= 16 && m > 1 && k > 0 && gemm_work(m, n, k) >= 32768.0;
 }
 
+#if GRADSCOPE_GEMM_KERNELS && !GRADSCOPE_CORE_DECLARE_ONLY
 /// The kernels of path P (namespace avx512 or avx2 of kernels_*.hpp).
 template <CpuPath P>
 struct PathKernels;
@@ -345,11 +348,11 @@ struct PathKernels<CpuPath::avx2> {
   }
 };
 
-/// c [m, n] = op(a) op(b) (or +=) on path P's kernels, split over `threads`; false (nothing
-/// done) for a shape the portable code runs better.
+/// c [m, n] = op(a) op(b) (or +=) on path P's kernels, split over the threads of gemm_threads;
+/// false (nothing done) for a shape the portable code runs better.
 template <CpuPath P, class T>
-bool path_gemm(T* c, Index m, Index n, Index k, const T* a, bool ta, const T* b, bool tb,
-               bool accumulate) {
+bool path_gemm_on(T* c, Index m, Index n, Index k, const T* a, bool ta, const T* b, bool tb,
+                  bool accumulate) {
   using K = PathKernels<P>;
   if (!ta && tb && prefers_dot_products(m, n, k)) {
     K::dot(c, a, b, m, n, k, accumulate);
@@ -371,6 +374,36 @@ bool path_gemm(T* c, Index m, Index n, Index k, const T* a, bool ta, const T* b,
 }
 #endif
 
+#if GRADSCOPE_GEMM_KERNELS
+/// c [m, n] = op(a) op(b) (or +=) on the kernels of path p (avx512 or avx2), split over the
+/// threads; false (nothing done) for a shape the portable code runs better. Compiled once, with
+/// the kernels, in the compiled mode (detail/compiled.hpp).
+GRADSCOPE_COMPILED_API bool path_gemm(CpuPath p, float* c, Index m, Index n, Index k,
+                                      const float* a, bool ta, const float* b, bool tb,
+                                      bool accumulate)
+#if GRADSCOPE_CORE_DECLARE_ONLY
+    ;
+#else
+{
+  return p == CpuPath::avx512 ? path_gemm_on<CpuPath::avx512>(c, m, n, k, a, ta, b, tb, accumulate)
+                              : path_gemm_on<CpuPath::avx2>(c, m, n, k, a, ta, b, tb, accumulate);
+}
+#endif
+
+/// The same for double.
+GRADSCOPE_COMPILED_API bool path_gemm(CpuPath p, double* c, Index m, Index n, Index k,
+                                      const double* a, bool ta, const double* b, bool tb,
+                                      bool accumulate)
+#if GRADSCOPE_CORE_DECLARE_ONLY
+    ;
+#else
+{
+  return p == CpuPath::avx512 ? path_gemm_on<CpuPath::avx512>(c, m, n, k, a, ta, b, tb, accumulate)
+                              : path_gemm_on<CpuPath::avx2>(c, m, n, k, a, ta, b, tb, accumulate);
+}
+#endif
+#endif
+
 /// c = op(a) op(b), or c += op(a) op(b) when `accumulate`; op is the transpose where asked. c is
 /// a contiguous row-major [m, n] that aliases neither operand; the shapes are the caller's to
 /// check.
@@ -379,20 +412,9 @@ void gemm(MatrixMap<T> c, const ConstMatrixMap<T>& a, bool transpose_a, const Co
           bool transpose_b, bool accumulate) {
   const Index m = c.rows(), n = c.cols(), k = transpose_a ? a.rows() : a.cols();
 #if GRADSCOPE_GEMM_KERNELS
-  switch (active_cpu_path()) {
-    case CpuPath::avx512:
-      if (path_gemm<CpuPath::avx512>(c.data(), m, n, k, a.data(), transpose_a, b.data(),
-                                     transpose_b, accumulate))
-        return;
-      break;
-    case CpuPath::avx2:
-      if (path_gemm<CpuPath::avx2>(c.data(), m, n, k, a.data(), transpose_a, b.data(), transpose_b,
-                                   accumulate))
-        return;
-      break;
-    default:
-      break;
-  }
+  if (const CpuPath p = active_cpu_path(); p != CpuPath::baseline)
+    if (path_gemm(p, c.data(), m, n, k, a.data(), transpose_a, b.data(), transpose_b, accumulate))
+      return;
 #endif
 #if GRADSCOPE_GEMM_WORKSPACE
   if (!transpose_a && transpose_b && prefers_dot_products(m, n, k)) {
