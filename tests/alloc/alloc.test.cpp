@@ -366,3 +366,48 @@ TEST_CASE("a step whose products exceed Eigen's stack limit allocates nothing",
   // On any CPU, a [256, 1024] x [1024, 1024] product packs more than 128 KiB somewhere.
   CHECK(expression_blocks > 0);
 }
+
+TEST_CASE("a steady-state step of an Embedding + LSTM / GRU classifier allocates nothing",
+          "[alloc][nn][recurrent]") {
+  // batch 16, 12 steps: Embedding(20 x 8) -> 2-layer LSTM or GRU (8 -> 16, every step fed to the
+  // second layer) -> last step -> Dense(16 -> 4), trained with Adam. The layers keep their
+  // per-step lists and zero states from the first batch on; the tape, the input lists of the
+  // concatenations and the saved gate activations live in the arena.
+  namespace nn = gs::nn;
+  for (const auto kind : {nn::CellKind::lstm, nn::CellKind::gru}) {
+    INFO((kind == nn::CellKind::lstm ? "LSTM" : "GRU"));
+    gs::Rng rng(9);
+    nn::Sequential<float> net;
+    net.add<nn::Embedding>(20, 8, gs::init::normal(1.0), &rng);
+    net.add(std::make_shared<nn::Recurrent<float>>(
+        kind, 8, 16,
+        nn::RecurrentOptions{
+            .num_layers = 2, .output = nn::RecurrentOutput::last_step, .rng = &rng}));
+    net.add<nn::Dense>(16, 4, gs::init::xavier_uniform, true, &rng);
+    gs::optim::Adam<float> opt(net.parameters(), {.lr = 1e-2f});
+    gs::Matrix<float> tokens(16, 12);
+    std::vector<int> labels(16);
+    for (Index i = 0; i < tokens.size(); ++i) tokens.data()[i] = float(rng.below(20));
+    for (auto& l : labels) l = static_cast<int>(rng.below(4));
+    const gs::Tensor<float> x(tokens);
+    gs::Tape<float> tape;
+    float first = 0, last = 0;
+    int iteration = 0;
+    const auto counts = count_allocations(
+        [&] {
+          tape.reset();
+          const auto loss = gs::softmax_cross_entropy(net(x), labels);
+          tape.backward(loss);
+          opt.step();
+          opt.zero_grad();
+          last = loss.item();
+          if (iteration++ == 0) first = last;
+        },
+        2, 10);
+    INFO("operator new calls: " << counts.news << ", Eigen heap blocks: " << counts.eigen_heap);
+    CHECK(counts.news == 0);
+    CHECK(counts.eigen_heap == 0);
+    CHECK(alloc_counter::eigen_other_asserts == 0);
+    CHECK(last < first);
+  }
+}

@@ -202,10 +202,11 @@ TEST_CASE("by_name finds the known initialisers and lists them otherwise", "[nn]
   CHECK(init::by_name("he_uniform").gain == init::gain(init::Activation::relu));
   CHECK(init::by_name("xavier").gain == 1.0);
 
-  CHECK_THROWS_AS(init::by_name("orthogonal"), gs::ValueError);
-  CHECK_THROWS_WITH(init::by_name("orthogonal"),
-                    Catch::Contains("'orthogonal'") && Catch::Contains("zeros") &&
+  CHECK_THROWS_AS(init::by_name("orthonormal"), gs::ValueError);
+  CHECK_THROWS_WITH(init::by_name("orthonormal"),
+                    Catch::Contains("'orthonormal'") && Catch::Contains("zeros") &&
                         Catch::Contains("xavier_uniform") && Catch::Contains("xavier_normal") &&
                         Catch::Contains("he_uniform") && Catch::Contains("he_normal") &&
-                        Catch::Contains("lecun_normal") && Catch::Contains("nielsen"));
+                        Catch::Contains("lecun_normal") && Catch::Contains("nielsen") &&
+                        Catch::Contains("orthogonal") && Catch::Contains("identity"));
 }

@@ -2,6 +2,7 @@
 /// The backward rules of every op, one case each: given the gradient G of an op's output Y,
 /// accumulate the gradients of its inputs X0, X1, X2. This is the table to audit.
 
+#include <cmath>
 #include <utility>
 
 #include "detail/broadcast.hpp"
@@ -74,6 +75,12 @@ GRADSCOPE_ALWAYS_INLINE inline bool with_pointwise_rule(const Node<T>& n, F&& f)
         return (x > T(0)).select(g, g * (y + a));
       });
       return true;
+    case Op::softplus:  // d log(1 + e^x) = sigmoid(x)
+      f([](const auto& g, const auto& x, const auto&) { return g * x.logistic(); });
+      return true;
+    case Op::log1p:
+      f([](const auto& g, const auto& x, const auto&) { return g / (T(1) + x); });
+      return true;
     default:
       return false;
   }
@@ -94,6 +101,125 @@ GRADSCOPE_ALWAYS_INLINE inline bool backward_pointwise_1x1(Tape<T>& tape, Node<T
     const auto [p, fresh] = tape.pointwise_target(n, n.in[0]);
     *p = fresh ? d : *p + d;
   });
+}
+
+// ---- the recurrent cells (core/recurrent_ops.hpp) ----
+// Each cell's inputs are xg (all steps side by side; this step's block, aux2, gets the gate
+// gradients), gh (this step's recurrent pre-activations) and the previous state. The gate
+// gradients are computed once into gh's gradient (or a scratch block) and added to xg's block.
+
+/// Where a cell's gate gradients go: gh's gradient buffer when this is its first contribution
+/// (then the rule writes them there directly), otherwise a scratch block of the arena.
+template <Scalar T>
+struct GateGradient {
+  T* data;
+  T* gh_grad;  // gh's gradient to add data to afterwards, or nullptr
+};
+template <Scalar T>
+GateGradient<T> gate_gradient(Tape<T>& tape, const Node<T>& n, Index size) {
+  const std::uint32_t gh = n.in[1];
+  if (tape.node(gh).requires_grad) {
+    const auto [p, fresh] = tape.grad_target(gh);
+    if (fresh) return {p, nullptr};
+    return {tape.arena().template allocate_array<T>(static_cast<std::size_t>(size)), p};
+  }
+  return {tape.arena().template allocate_array<T>(static_cast<std::size_t>(size)), nullptr};
+}
+/// Finishes a cell's rule: gh += the gate gradients (when they were not written there), and xg's
+/// block of this step += them.
+template <Scalar T>
+void scatter_gate_gradient(Tape<T>& tape, const Node<T>& n, const GateGradient<T>& d, Index B,
+                           Index width) {
+  const ConstMatrixMap<T> D(d.data, B, width);
+  if (d.gh_grad) MatrixMap<T>(d.gh_grad, B, width) += D;
+  const auto& xg = tape.node(n.in[0]);
+  if (xg.requires_grad)
+    step_block(tape.grad_buffer(n.in[0]), xg.size(), B, width, index_of_tag(n.aux2)) += D;
+}
+
+template <Scalar T>
+void backward_rnn_cell(Tape<T>& tape, Node<T>& n) {  // h = act(pre): dpre = g act'(pre)
+  const Index B = n.rows, H = n.cols;
+  const auto G = ConstMatrixMap<T>(n.grad, B, H).array();
+  const auto h = ConstMatrixMap<T>(n.value, B, H).array();
+  const GateGradient<T> d = gate_gradient(tape, n, B * H);
+  auto dpre = MatrixMap<T>(d.data, B, H).array();
+  if (static_cast<RnnNonlinearity>(n.mode) == RnnNonlinearity::tanh)
+    dpre = G * (T(1) - h.square());
+  else
+    dpre = (h > T(0)).select(G, T(0));
+  scatter_gate_gradient(tape, n, d, B, H);
+}
+
+template <Scalar T>
+void backward_lstm_cell(Tape<T>& tape, Node<T>& n) {
+  const Index B = n.rows / 2, H = n.cols;
+  const ConstMatrixMap<T> acts(static_cast<const T*>(n.aux), B, 5 * H);
+  const auto i = acts.leftCols(H).array(), f = acts.middleCols(H, H).array();
+  const auto g = acts.middleCols(2 * H, H).array(), o = acts.middleCols(3 * H, H).array();
+  const auto tc = acts.rightCols(H).array();
+  const ConstMatrixMap<T> G(n.grad, 2 * B, H);
+  const auto dh = G.topRows(B).array();
+  const auto& prev = tape.node(n.in[2]);
+  const auto c_prev = ConstMatrixMap<T>(prev.value, prev.rows, H).bottomRows(B).array();
+  const GateGradient<T> d = gate_gradient(tape, n, B * 4 * H);
+  MatrixMap<T> D(d.data, B, 4 * H);
+  // dc, the gradient of this step's c (through c_out and through h), is kept in the g block
+  // until the last use: dg = dc i (1 - g^2) is computed after di and df.
+  auto dc = D.middleCols(2 * H, H).array();
+  dc = G.bottomRows(B).array() + dh * o * (T(1) - tc.square());
+  if (prev.requires_grad) {
+    auto gp = MatrixMap<T>(tape.grad_buffer(n.in[2]), prev.rows, H).bottomRows(B).array();
+    gp += dc * f;
+  }
+  D.leftCols(H).array() = dc * g * i * (T(1) - i);
+  D.middleCols(H, H).array() = dc * c_prev * f * (T(1) - f);
+  D.middleCols(3 * H, H).array() = dh * tc * o * (T(1) - o);
+  dc = dc * i * (T(1) - g.square());  // dg, in place
+  scatter_gate_gradient(tape, n, d, B, 4 * H);
+}
+
+template <Scalar T>
+void backward_gru_cell(Tape<T>& tape, Node<T>& n) {
+  const Index B = n.rows, H = n.cols;
+  const ConstMatrixMap<T> acts(static_cast<const T*>(n.aux), B, 3 * H);
+  const auto r = acts.leftCols(H).array(), z = acts.middleCols(H, H).array();
+  const auto nn = acts.rightCols(H).array();
+  const auto dh = ConstMatrixMap<T>(n.grad, B, H).array();
+  const auto& hp = tape.node(n.in[2]);
+  const auto h_prev = ConstMatrixMap<T>(hp.value, B, H).array();
+  const auto& ghn = tape.node(n.in[1]);
+  const auto gh_n = ConstMatrixMap<T>(ghn.value, B, 3 * H).rightCols(H).array();
+  // xg's gradient: [dr, dz, dn_pre]; gh's: [dr, dz, dn_pre r]. Computed as xg's in a scratch
+  // block, then gh's third block scaled by r.
+  T* dx = tape.arena().template allocate_array<T>(static_cast<std::size_t>(B * 3 * H));
+  MatrixMap<T> D(dx, B, 3 * H);
+  auto dn = D.rightCols(H).array();
+  dn = dh * (T(1) - z) * (T(1) - nn.square());
+  D.leftCols(H).array() = dn * gh_n * r * (T(1) - r);
+  D.middleCols(H, H).array() = dh * (h_prev - nn) * z * (T(1) - z);
+  if (hp.requires_grad) {
+    const auto [p, fresh] = tape.grad_target(n.in[2]);
+    auto gp = MatrixMap<T>(p, B, H).array();
+    if (fresh)
+      gp = dh * z;
+    else
+      gp += dh * z;
+  }
+  const auto& xg = tape.node(n.in[0]);
+  if (xg.requires_grad)
+    step_block(tape.grad_buffer(n.in[0]), xg.size(), B, 3 * H, index_of_tag(n.aux2)) += D;
+  if (ghn.requires_grad) {
+    const auto [p, fresh] = tape.grad_target(n.in[1]);
+    MatrixMap<T> gg(p, B, 3 * H);
+    if (fresh) {
+      gg.leftCols(2 * H) = D.leftCols(2 * H);
+      gg.rightCols(H).array() = dn * r;
+    } else {
+      gg.leftCols(2 * H) += D.leftCols(2 * H);
+      gg.rightCols(H).array() += dn * r;
+    }
+  }
 }
 
 template <Scalar T>
@@ -322,6 +448,99 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       acc(0, G.array() * mask.array());
       break;
     }
+    case Op::reshape: {  // the same values in another shape: the gradient, reshaped
+      auto& in = tape.node(n.in[0]);
+      if (!in.grad && !n.retain && in.op != Op::parameter) {  // hand the buffer over, as add does
+        in.grad = n.grad;
+        n.grad = nullptr;
+        break;
+      }
+      acc(0, ConstMatrixMap<T>(n.grad, in.rows, in.cols).array());
+      break;
+    }
+    case Op::slice_rows: {  // aux: the first row
+      GX(0).middleRows(index_of_tag(n.aux), R) += G;
+      break;
+    }
+    case Op::slice_cols: {  // aux: the first column
+      GX(0).middleCols(index_of_tag(n.aux), C) += G;
+      break;
+    }
+    case Op::concat_rows:
+    case Op::concat_cols: {  // each input receives its block of the gradient
+      const bool rows = n.op == Op::concat_rows;
+      Index at = 0;
+      for (const std::uint32_t k : input_list(n)) {
+        auto& in = tape.node(k);
+        const Index extent = rows ? in.rows : in.cols;
+        if (in.requires_grad) {
+          const auto [p, fresh] = tape.grad_target(k);
+          MatrixMap<T> gx(p, in.rows, in.cols);
+          if (rows) {
+            if (fresh)
+              gx = G.middleRows(at, extent);
+            else
+              gx += G.middleRows(at, extent);
+          } else if (fresh) {
+            gx = G.middleCols(at, extent);
+          } else {
+            gx += G.middleCols(at, extent);
+          }
+        }
+        at += extent;
+      }
+      break;
+    }
+    case Op::gather_rows: {  // scatter-add: a row picked several times sums its gradients
+      const int* idx = static_cast<const int*>(n.aux);
+      auto gx = GX(0);
+      for (Index i = 0; i < R; ++i) gx.row(idx[i]) += G.row(i);
+      break;
+    }
+    case Op::max: {  // aux: the flat input position of each maximum
+      const Index* where = static_cast<const Index*>(n.aux);
+      T* gx = tape.grad_buffer(n.in[0]);
+      for (Index o = 0; o < n.size(); ++o) gx[where[o]] += n.grad[o];
+      break;
+    }
+    case Op::logsumexp: {  // dx = g * exp(x - y) along the axis (zero where y is -inf)
+      const auto x = X(0).array();
+      auto gx = GX(0).array();
+      const auto lane = [](T g, T y, const auto& xs, auto&& out) {
+        if (std::isinf(y) && y < 0) return;
+        out += g * (xs - y).exp();
+      };
+      switch (static_cast<Reduce>(n.mode)) {
+        case Reduce::all:
+          lane(G(0, 0), Y(0, 0), x, gx);
+          break;
+        case Reduce::per_row:
+          for (Index i = 0; i < x.rows(); ++i) lane(G(i, 0), Y(i, 0), x.row(i), gx.row(i));
+          break;
+        default:
+          for (Index j = 0; j < x.cols(); ++j) lane(G(0, j), Y(0, j), x.col(j), gx.col(j));
+          break;
+      }
+      break;
+    }
+    case Op::where:  // the gradient goes to a where the mask is nonzero, to b elsewhere
+      with_expanded(X(0), R, C, [&](const auto& m) {
+        if (wants(1)) give(1, (m != T(0)).select(G.array(), T(0)));
+        if (wants(2)) give(2, (m != T(0)).select(T(0), G.array()));
+      });
+      break;
+    case Op::custom:
+      static_cast<CustomEntryBase<T>*>(n.aux2)->backward(tape, n);
+      break;
+    case Op::rnn_cell:
+      backward_rnn_cell(tape, n);
+      break;
+    case Op::lstm_cell:
+      backward_lstm_cell(tape, n);
+      break;
+    case Op::gru_cell:
+      backward_gru_cell(tape, n);
+      break;
     case Op::constant:
     case Op::variable:
     case Op::parameter:
@@ -342,6 +561,8 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
     case Op::relu:
     case Op::leaky_relu:
     case Op::elu:
+    case Op::softplus:
+    case Op::log1p:
       break;
   }
 }

@@ -1,13 +1,16 @@
 #pragma once
 /// The autodiff core: tensors, the tape, differentiable ops and gradient checking.
 
+#include "custom_op.hpp"
 #include "error.hpp"
 #include "gradcheck.hpp"
 #include "mode.hpp"
 #include "nn_ops.hpp"
 #include "ops.hpp"
+#include "recurrent_ops.hpp"
 #include "rng.hpp"
 #include "runtime.hpp"
+#include "sequence_ops.hpp"
 #include "tape.hpp"
 #include "tensor.hpp"
 #include "types.hpp"

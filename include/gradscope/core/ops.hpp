@@ -232,6 +232,19 @@ Tensor<T> elu(const Tensor<T>& x, std::type_identity_t<T> alpha = T(1)) {
       [alpha](const auto& v) { return (v > T(0)).select(v, alpha * (v.exp() - T(1))); }, alpha);
 }
 
+/// log(1 + e^x), evaluated as max(x, 0) + log1p(e^-|x|) so that it neither overflows for large
+/// x nor loses precision for very negative x. Its derivative is sigmoid(x).
+template <Scalar T>
+Tensor<T> softplus(const Tensor<T>& x) {
+  return detail::unary(detail::Op::softplus, x,
+                       [](const auto& v) { return v.max(T(0)) + (-v.abs()).exp().log1p(); });
+}
+/// log(1 + x), accurate for small |x|.
+template <Scalar T>
+Tensor<T> log1p(const Tensor<T>& x) {
+  return detail::unary(detail::Op::log1p, x, [](const auto& v) { return v.log1p(); });
+}
+
 // ---- products and shape ops ----
 
 /// Which operands of matmul are transposed.

@@ -28,6 +28,16 @@ GRADSCOPE_ALWAYS_INLINE inline bool backward_pointwise_1x1(Tape<T>& tape, Node<T
 struct TapeToken {
   std::uint64_t generation = 0;
 };
+/// A custom op's record on its tape (core/custom_op.hpp): its name and its backward rule, owned
+/// by the tape until reset().
+template <Scalar T>
+struct CustomEntryBase {
+  explicit CustomEntryBase(std::string n) : name(std::move(n)) {}
+  virtual ~CustomEntryBase() = default;
+  /// Accumulates the gradients of node n's inputs from n's gradient.
+  virtual void backward(Tape<T>& tape, Node<T>& n) = 0;
+  std::string name;
+};
 }  // namespace detail
 
 /// Records ops on tensors and computes gradients by one reverse sweep.
@@ -69,6 +79,7 @@ class Tape {
     free_.clear();
     kept_.clear();
     hooks_.clear();
+    custom_.clear();
     token_->generation = generation_ = detail::next_generation();
   }
 
@@ -163,6 +174,11 @@ class Tape {
 
   HookHandle add_hook(std::uint32_t index, typename Tensor<T>::HookFn fn);
   HookHandle retain(std::uint32_t index);
+  /// Keeps a custom op's entry until reset() and returns it (for the node's aux2).
+  detail::CustomEntryBase<T>* keep_custom(std::unique_ptr<detail::CustomEntryBase<T>> entry) {
+    custom_.push_back(std::move(entry));
+    return custom_.back().get();
+  }
 
  private:
   Tensor<T> leaf(const Eigen::Ref<const Matrix<T>>& value, int rank, detail::Op op, bool grad) {
@@ -220,6 +236,7 @@ class Tape {
   std::vector<std::pair<Index, T*>> free_;  // recycled gradient buffers (see take_buffer)
   std::vector<std::shared_ptr<detail::Storage<T>>> kept_;  // persistent inputs stay alive
   std::vector<detail::HookEntry<T>> hooks_;
+  std::vector<std::unique_ptr<detail::CustomEntryBase<T>>> custom_;  // see keep_custom
   std::shared_ptr<detail::TapeToken> token_;
   std::uint64_t generation_ = 0;
   std::uint64_t next_hook_id_ = 1;
@@ -277,9 +294,11 @@ std::string Tape<T>::listing() const {
   std::ostringstream os;
   for (std::uint32_t i = 0; i < nodes_.size(); ++i) {
     const auto& n = nodes_[i];
-    os << i << ' ' << detail::op_name(n.op) << ' ' << n.shape();
-    for (auto k : n.in)
-      if (k != detail::no_input) os << " <- " << k;
+    os << i << ' ' << detail::op_name(n.op);
+    if (n.op == detail::Op::custom)
+      os << ':' << static_cast<const detail::CustomEntryBase<T>*>(n.aux2)->name;
+    os << ' ' << n.shape();
+    for (auto k : detail::inputs_of(n)) os << " <- " << k;
     if (n.label) os << "  @" << n.label;
     os << '\n';
   }
@@ -381,16 +400,15 @@ void Tape<T>::sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed)
 
 template <Scalar T>
 void Tape<T>::check_backward(const detail::Node<T>& n) const {
-  for (int k = 0; k < 3; ++k) {
-    if (n.in[k] == detail::no_input) continue;
-    const auto& in = nodes_[n.in[k]];
+  const auto inputs = detail::inputs_of(n);
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const auto& in = nodes_[inputs[k]];
     if (!in.grad) continue;
     if (!detail::all_finite(in.grad, in.rows * in.cols)) {
       std::ostringstream os;
       os << "non-finite gradient in backward of '" << detail::op_name(n.op) << "' flowing to input "
          << k << "; input shapes";
-      for (auto j : n.in)
-        if (j != detail::no_input) os << ' ' << nodes_[j].shape();
+      for (auto j : inputs) os << ' ' << nodes_[j].shape();
       os << ", output " << n.shape();
       if (n.label) os << ", at '" << n.label << "'";
       throw NumericalError(os.str(), detail::op_name(n.op), "backward", n.label ? n.label : "");

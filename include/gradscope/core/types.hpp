@@ -98,6 +98,9 @@ enum class Reduce : std::uint8_t {
   per_column,  ///< one value per column: shape [cols]
 };
 
+/// The non-linearity of a plain RNN cell (rnn_cell, nn::RNN).
+enum class RnnNonlinearity : std::uint8_t { tanh, relu };
+
 namespace detail {
 /// True when none of the n values at p is NaN or infinite. One vectorised pass (x * 0 is 0 for
 /// a finite x and NaN otherwise, and the sum keeps a NaN); Eigen's allFinite() on a row-major

@@ -2,6 +2,7 @@
 /// Weight initialisers: zeros, constant, normal, uniform, Xavier/Glorot, He/Kaiming, LeCun and
 /// Nielsen's. Weights are [fan_out, fan_in] (PyTorch's layout for dense layers).
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -43,7 +44,9 @@ struct Initializer {
     he_uniform,
     he_normal,
     lecun_normal,
-    nielsen
+    nielsen,
+    orthogonal,
+    identity
   };
   Kind kind = Kind::xavier_uniform;
   double a = 0;  ///< constant value, normal std, or uniform lower bound
@@ -73,6 +76,10 @@ struct Initializer {
       case Kind::lecun_normal:
       case Kind::nielsen:
         return 1.0 / std::sqrt(fi);
+      case Kind::orthogonal:  // orthonormal rows (or columns) of length gain
+        return gain / std::sqrt(std::max(fi, fo));
+      case Kind::identity:  // gain on the diagonal of a fo x fi matrix
+        return gain * std::sqrt(std::min(fi, fo) / (fi * fo));
     }
     return 0;
   }
@@ -97,6 +104,13 @@ struct Initializer {
       case Kind::xavier_uniform:
       case Kind::he_uniform:
         fill_uniform(W, -std::sqrt(3.0) * sd, std::sqrt(3.0) * sd, rng);
+        return;
+      case Kind::orthogonal:
+        fill_orthogonal(W, gain, rng);
+        return;
+      case Kind::identity:
+        W.setIdentity();
+        W *= static_cast<typename Derived::Scalar>(gain);
         return;
       default:
         fill_normal(W, sd, rng);
@@ -128,6 +142,26 @@ struct Initializer {
   }
 
  private:
+  // Saxe et al. 2014, as PyTorch's orthogonal_: the Q of a Gaussian matrix's QR decomposition
+  // (orthonormal rows when fan_out <= fan_in, orthonormal columns otherwise), times gain. Q by
+  // modified Gram-Schmidt, twice (Giraud et al. 2005: then orthogonal to machine precision), in
+  // double, over the longer dimension's vectors of the shorter count: no QR module to include.
+  template <class Derived>
+  static void fill_orthogonal(Eigen::MatrixBase<Derived>& W, double g, Rng& rng) {
+    const bool rows = W.rows() <= W.cols();  // orthonormal rows, else columns
+    const Index n = rows ? W.rows() : W.cols(), len = rows ? W.cols() : W.rows();
+    Eigen::MatrixXd q(len, n);  // column j: vector j
+    for (Index j = 0; j < n; ++j)
+      for (Index i = 0; i < len; ++i) q(i, j) = rng.normal(0.0, 1.0);
+    for (int pass = 0; pass < 2; ++pass)
+      for (Index j = 0; j < n; ++j) {
+        for (Index k = 0; k < j; ++k) q.col(j) -= q.col(k).dot(q.col(j)) * q.col(k);
+        q.col(j).normalize();
+      }
+    using S = typename Derived::Scalar;
+    for (Index j = 0; j < n; ++j)
+      for (Index i = 0; i < len; ++i) (rows ? W(j, i) : W(i, j)) = static_cast<S>(g * q(i, j));
+  }
   template <class Derived>
   static void fill_normal(Eigen::MatrixBase<Derived>& m, double sd, Rng& rng) {
     using S = typename Derived::Scalar;
@@ -144,8 +178,9 @@ struct Initializer {
 
 #if !GRADSCOPE_NN_DECLARE_ONLY
 GRADSCOPE_COMPILED_API std::string Initializer::name() const {
-  const char* n[] = {"zeros",         "constant",   "normal",    "uniform",      "xavier_uniform",
-                     "xavier_normal", "he_uniform", "he_normal", "lecun_normal", "nielsen"};
+  const char* n[] = {"zeros",          "constant",      "normal",     "uniform",
+                     "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+                     "lecun_normal",   "nielsen",       "orthogonal", "identity"};
   std::string s = n[static_cast<int>(kind)];
   switch (kind) {
     case Kind::constant:
@@ -158,6 +193,8 @@ GRADSCOPE_COMPILED_API std::string Initializer::name() const {
     case Kind::xavier_normal:
     case Kind::he_uniform:
     case Kind::he_normal:
+    case Kind::orthogonal:
+    case Kind::identity:
       return s + "(gain=" + std::to_string(gain) + ")";
     default:
       return s;
@@ -197,6 +234,20 @@ inline const Initializer xavier_normal = xavier_normal_with(1.0);
 /// He initialisation for a following ReLU (gain sqrt(2)).
 inline const Initializer he_uniform = he_uniform_with(gain(Activation::relu));
 inline const Initializer he_normal = he_normal_with(gain(Activation::relu));
+/// Saxe et al. 2014: a random orthogonal matrix (orthonormal rows, or columns when the matrix is
+/// tall) times `gain`, zero biases. For recurrent matrices: every singular value is `gain`, so
+/// the gradient through many steps neither shrinks nor grows from the weights alone.
+inline Initializer orthogonal(double gain = 1.0) {
+  if (!std::isfinite(gain)) throw ValueError("init::orthogonal: gain must be finite");
+  return {Initializer::Kind::orthogonal, 0, 0, gain};
+}
+/// `gain` times the identity (ones on the diagonal of a non-square matrix), zero biases: the
+/// recurrent matrix of Le, Jaitly and Hinton's IRNN (2015), with ReLU units.
+inline Initializer identity(double gain = 1.0) {
+  if (!std::isfinite(gain)) throw ValueError("init::identity: gain must be finite");
+  return {Initializer::Kind::identity, 0, 0, gain};
+}
+
 /// LeCun: N(0, 1 / fan_in), zero biases.
 inline const Initializer lecun_normal{Initializer::Kind::lecun_normal};
 /// Nielsen's network2.py: weights N(0, 1 / fan_in) (std 1 / sqrt(fan_in)), biases N(0, 1). The
@@ -204,7 +255,8 @@ inline const Initializer lecun_normal{Initializer::Kind::lecun_normal};
 inline const Initializer nielsen{Initializer::Kind::nielsen};
 
 /// Looks an initialiser up by name (for command lines): zeros, xavier_uniform, xavier_normal,
-/// he_uniform, he_normal, lecun_normal, nielsen. Throws ValueError naming the known names.
+/// he_uniform, he_normal, lecun_normal, nielsen, orthogonal, identity. Throws ValueError naming the
+/// known names.
 GRADSCOPE_COMPILED_API Initializer by_name(const std::string& n)
 #if GRADSCOPE_NN_DECLARE_ONLY
     ;
@@ -217,9 +269,11 @@ GRADSCOPE_COMPILED_API Initializer by_name(const std::string& n)
   if (n == "he_normal" || n == "he" || n == "kaiming") return he_normal;
   if (n == "lecun_normal" || n == "lecun") return lecun_normal;
   if (n == "nielsen") return nielsen;
+  if (n == "orthogonal") return orthogonal();
+  if (n == "identity") return identity();
   throw ValueError("init: unknown initialiser '" + n +
                    "' (known: zeros, xavier_uniform, xavier_normal, he_uniform, he_normal, "
-                   "lecun_normal, nielsen)");
+                   "lecun_normal, nielsen, orthogonal, identity)");
 }
 #endif
 

@@ -5,6 +5,7 @@
 #include "layers.hpp"
 #include "loss.hpp"
 #include "module.hpp"
+#include "recurrent.hpp"
 #include "sequential.hpp"
 
 // Builds that compile <gradscope/instantiate.hpp> once skip these instantiations everywhere else.

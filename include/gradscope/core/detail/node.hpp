@@ -6,6 +6,7 @@
 #include <cstring>
 #include <functional>
 #include <new>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -50,6 +51,21 @@ enum class Op : std::uint8_t {
   binary_cross_entropy_with_logits,
   batch_norm,
   dropout,
+  softplus,
+  log1p,
+  reshape,
+  slice_rows,
+  slice_cols,
+  concat_rows,  // inputs in an input list (see input_list)
+  concat_cols,  // inputs in an input list
+  gather_rows,
+  max,
+  logsumexp,
+  where,
+  custom,  // inputs in an input list; aux2 is the CustomEntry with the user's backward
+  rnn_cell,
+  lstm_cell,
+  gru_cell,
   count_
 };
 static_assert(Op::constant < Op::variable && Op::variable < Op::parameter &&
@@ -88,12 +104,34 @@ inline const char* op_name(Op op) noexcept {
                                           "softmax_cross_entropy",
                                           "binary_cross_entropy_with_logits",
                                           "batch_norm",
-                                          "dropout"};
+                                          "dropout",
+                                          "softplus",
+                                          "log1p",
+                                          "reshape",
+                                          "slice_rows",
+                                          "slice_cols",
+                                          "concat_rows",
+                                          "concat_cols",
+                                          "gather_rows",
+                                          "max",
+                                          "logsumexp",
+                                          "where",
+                                          "custom",
+                                          "rnn_cell",
+                                          "lstm_cell",
+                                          "gru_cell"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<std::size_t>(Op::count_));
   return names[static_cast<std::size_t>(op)];
 }
 
 inline constexpr std::uint32_t no_input = 0xFFFFFFFFu;
+
+/// True for the ops whose inputs do not fit Node::in (any number of them): such a node keeps
+/// them in an input list in the tape's arena, pointed to by aux (input_list), and its `in` holds
+/// no_input.
+constexpr bool has_input_list(Op op) noexcept {
+  return op == Op::concat_rows || op == Op::concat_cols || op == Op::custom;
+}
 
 /// One entry of the Wengert list: an op, its inputs (node indices), its value and gradient.
 template <class T>
@@ -141,6 +179,40 @@ struct Node {
   Index size() const { return rows * cols; }
   bool is_leaf() const { return op <= Op::parameter; }  // the leaves come first in Op
 };
+
+/// An index kept in a node's pointer field (aux, aux2): a slice's first row or column, a
+/// recurrent cell's step.
+inline void* index_tag(Index i) noexcept {
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(i));
+}
+inline Index index_of_tag(const void* tag) noexcept {
+  return static_cast<Index>(reinterpret_cast<std::uintptr_t>(tag));
+}
+
+/// Step `step`'s block [B, width] of a recurrent cell's xg, the gate inputs of every step: xg's
+/// memory read as [B, steps * width] (core/recurrent_ops.hpp, check_cell).
+template <class P>
+auto step_block(P* data, Index size, Index B, Index width, Index step) {
+  using M = std::conditional_t<std::is_const_v<P>, ConstMatrixMap<std::remove_const_t<P>>,
+                               MatrixMap<P>>;
+  return M(data, B, size / B).middleCols(step * width, width);
+}
+/// The input list of a node of an op with has_input_list: aux points to a count followed by
+/// that many node indices.
+template <class T>
+std::span<const std::uint32_t> input_list(const Node<T>& n) noexcept {
+  const auto* p = static_cast<const std::uint32_t*>(n.aux);
+  return {p + 1, p[0]};
+}
+
+/// Every input of a node: its input list, or the used entries of `in`.
+template <class T>
+std::span<const std::uint32_t> inputs_of(const Node<T>& n) noexcept {
+  if (has_input_list(n.op)) return input_list(n);
+  std::size_t k = 0;
+  while (k < 3 && n.in[k] != no_input) ++k;
+  return {n.in, k};
+}
 
 /// The tape's list of nodes: a growable array whose append is a capacity check and the node's
 /// stores. (With std::vector, emplace_back stayed out of line in some ops, and size() divided by

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <memory>
 #include <new>
+#include <span>
 #include <sstream>
 #include <type_traits>
 #include <vector>
@@ -79,6 +80,39 @@ class Recorder {
     y.generation_ = tape->generation();
     return true;
   }
+  /// A view (reshape, slice_rows): y holds `shape` values of x from element `offset` on, sharing
+  /// x's memory on the tape instead of a copy (values on a tape never change). Sets y and returns
+  /// true when recorded; returns false, having done nothing, when the op is evaluated eagerly (x
+  /// persistent and no gradient wanted).
+  static bool record_view(Tensor<T>& y, Op op, const Tensor<T>& x, const Shape& shape, Index offset,
+                          void* aux = nullptr) {
+    Tape<T>* tape = x.tape_;
+    std::uint32_t in = x.index_;
+    if (tape) {
+      tape->check_live(x, op_name(op));
+    } else {
+      if (!x.storage_ || !x.storage_->requires_grad || !grad_enabled() ||
+          !(tape = current_tape<T>()))
+        return false;
+      in = tape->leaf_for(x.storage_);
+    }
+    const bool grad = tape->node(in).requires_grad && grad_enabled();
+    T* value = tape->node(in).value + offset;  // read before the append may move the nodes
+    const std::uint32_t index =
+        tape->append(op, shape.rows, shape.cols, static_cast<std::uint8_t>(shape.rank), grad, value,
+                     current_label(), in);
+    tape->node(index).aux = aux;
+    y.tape_ = tape;
+    y.index_ = index;
+    y.generation_ = tape->generation();
+    return true;
+  }
+
+  /// For an op with an input list (has_input_list): any number of inputs, read by the op through
+  /// their value() (in(k) is not mapped).
+  Recorder(Op op, std::span<const Tensor<T>> inputs, const Shape& out) : op_(op) {
+    init_list(inputs, out);
+  }
   Recorder(const Recorder&) = delete;
   Recorder& operator=(const Recorder&) = delete;
 
@@ -91,17 +125,24 @@ class Recorder {
   MatrixMap<T>& out() { return maps_.out; }
   /// True when backward information is kept (the output requires a gradient).
   bool recording() const { return recording_; }
-  /// The output's node (for scalar arguments and saved data); only when recording().
+  /// The output's node (for scalar arguments and saved data); only when recording() or tape().
   Node<T>& node() { return tape_->node(index_); }
-  /// Memory that lives as long as the tape (when recording) or this recorder (otherwise).
+  /// The tape the op is recorded on (also when its output needs no gradient), or nullptr when it
+  /// is evaluated eagerly.
+  Tape<T>* tape() const { return tape_; }
+  /// Memory that lives as long as the tape (when recording) or this recorder (otherwise),
+  /// 64-byte aligned either way: Eigen evaluates the unaligned head of an array in scalar code,
+  /// whose tanh and exp round differently from the vectorised ones, so the alignment of scratch
+  /// data must not vary from call to call (an eager op would not give the same bits twice).
   template <class U>
   U* scratch(std::size_t n) {
     if (tape_) return tape_->arena().template allocate_array<U>(n);
     auto& scratch = eager_->scratch;
-    scratch.emplace_back(new std::byte[std::max<std::size_t>(n, 1) * sizeof(U) + 64]);
+    constexpr std::size_t align = Arena::alignment;
+    std::size_t space = std::max<std::size_t>(n, 1) * sizeof(U) + align;
+    scratch.emplace_back(new std::byte[space]);
     void* p = scratch.back().get();
-    std::size_t space = std::max<std::size_t>(n, 1) * sizeof(U) + 64;
-    return static_cast<U*>(std::align(alignof(U), n * sizeof(U), p, space));
+    return static_cast<U*>(std::align(align, n * sizeof(U), p, space));
   }
   /// Sets the op's scalar arguments and mode (kept on the node when recording).
   void set_args(T alpha, T beta = 0, std::uint8_t mode = 0) {
@@ -131,15 +172,7 @@ class Recorder {
     const Op op = op_;
     bool any_grad = false;
     for (const Tensor<T>* t : inputs) {
-      if (!t || !t->defined()) continue;
-      if (t->tape_) {
-        t->tape_->check_live(*t, op_name(op));
-        if (tape_ && tape_ != t->tape_) throw_mixed_tapes(op);
-        tape_ = t->tape_;
-        any_grad = any_grad || t->tape_->node(t->index_).requires_grad;
-      } else {
-        any_grad = any_grad || t->storage_->requires_grad;
-      }
+      if (t && t->defined()) any_grad = adopt(*t) || any_grad;
     }
     const bool grad = any_grad && grad_enabled();
     if (!tape_ && grad) tape_ = current_tape<T>();
@@ -164,13 +197,51 @@ class Recorder {
           const auto v = input[k]->value();
           map_in(static_cast<int>(k), v.data(), v.rows(), v.cols());
         }
-      eager_ = std::make_unique<Eager>();
-      auto& storage = eager_->storage;
-      storage = std::make_shared<Storage<T>>();
-      storage->value.resize(out.rows, out.cols);
-      storage->rank = out.rank;
-      new (&maps_.out) MatrixMap<T>(storage->value.data(), out.rows, out.cols);
+      init_eager(out);
     }
+  }
+
+  // Takes note of a defined input: its tape (checked live, and the same for every input) becomes
+  // the op's; returns whether it requires a gradient.
+  GRADSCOPE_ALWAYS_INLINE bool adopt(const Tensor<T>& t) {
+    if (!t.tape_) return t.storage_->requires_grad;
+    t.tape_->check_live(t, op_name(op_));
+    if (tape_ && tape_ != t.tape_) throw_mixed_tapes(op_);
+    tape_ = t.tape_;
+    return t.tape_->node(t.index_).requires_grad;
+  }
+
+  void init_list(std::span<const Tensor<T>> inputs, const Shape& out) {
+    bool any_grad = false;
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+      const Tensor<T>& t = inputs[k];
+      if (!t.defined()) throw_undefined_input(op_, k);
+      any_grad = adopt(t) || any_grad;
+    }
+    const bool grad = any_grad && grad_enabled();
+    if (!tape_ && grad) tape_ = current_tape<T>();
+    if (tape_) {
+      // The list first (leaf_for may append nodes), then this op's node.
+      auto* list = tape_->arena().template allocate_array<std::uint32_t>(inputs.size() + 1);
+      list[0] = static_cast<std::uint32_t>(inputs.size());
+      for (std::size_t k = 0; k < inputs.size(); ++k) list[k + 1] = index_of(&inputs[k]);
+      T* value = tape_->arena().template allocate_array<T>(static_cast<std::size_t>(out.size()));
+      index_ = tape_->append(op_, out.rows, out.cols, static_cast<std::uint8_t>(out.rank), grad,
+                             value, current_label());
+      tape_->node(index_).aux = list;
+      recording_ = grad;
+      new (&maps_.out) MatrixMap<T>(value, out.rows, out.cols);
+    } else {
+      init_eager(out);
+    }
+  }
+  void init_eager(const Shape& out) {
+    eager_ = std::make_unique<Eager>();
+    auto& storage = eager_->storage;
+    storage = std::make_shared<Storage<T>>();
+    storage->value.resize(out.rows, out.cols);
+    storage->rank = out.rank;
+    new (&maps_.out) MatrixMap<T>(storage->value.data(), out.rows, out.cols);
   }
 
   std::uint32_t index_of(const Tensor<T>* t) {
@@ -201,6 +272,9 @@ class Recorder {
     const char* label = current_label();
     if (label) os << ", at '" << label << "'";
     throw NumericalError(os.str(), op_name(op_), "forward", label ? label : "");
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_undefined_input(Op op, std::size_t k) {
+    throw UsageError(cat(op_name(op), ": input ", k, " is an undefined tensor"));
   }
   [[noreturn, gnu::cold, gnu::noinline]] static void throw_mixed_tapes(Op op) {
     throw UsageError(cat(op_name(op), ": inputs were recorded on different tapes"));

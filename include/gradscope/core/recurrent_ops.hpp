@@ -1,0 +1,145 @@
+#pragma once
+/// The fused gate math of one step of a recurrent cell (RNN, LSTM, GRU), with PyTorch's gate
+/// order: one tape node per step whose backward rule (core/backward.hpp) computes every gate's
+/// gradient in one pass, instead of a dozen elementwise nodes. The matrix products stay outside:
+///   xg = x W_ih^T + b_ih   (for all steps at once: [B, steps * gates * H], step t in its block)
+///   gh = h W_hh^T + b_hh   ([B, gates * H], one product per step)
+/// nn/recurrent.hpp builds the layers on these.
+
+#include <cstdint>
+
+#include "ops.hpp"
+
+namespace gradscope {
+
+namespace detail {
+// Checks a cell's inputs: gh [B, gates * H]; xg of k steps, [B, k * gates * H] or (the same
+// memory) [k * B, gates * H] with row b * k + t for step t of sequence b, and step < k. Returns H.
+template <Scalar T>
+Index check_cell(const char* op, Index gates, const Tensor<T>& xg, const Tensor<T>& gh,
+                 Index step) {
+  const Shape sx = xg.shape(), sh = gh.shape();
+  if (sh.cols % gates != 0 || sh.cols == 0)
+    throw ShapeError(
+        cat(op, ": gh has shape ", sh, "; its width must be ", gates, " x the hidden size"));
+  const Index width = sh.cols, B = sh.rows;
+  const bool wide = sx.rows == B && sx.cols % width == 0;
+  const bool tall = sx.cols == width && sx.rows % B == 0;
+  if (!wide && !tall)
+    throw ShapeError(cat(op, ": xg ", sx, " does not fit gh ", sh, " (expected [", B, ", ", width,
+                         "], or the steps of a sequence: [", B, ", steps x ", width, "] or [",
+                         "steps x ", B, ", ", width, "])"));
+  const Index steps = sx.size() / (B * width);
+  if (step < 0 || step >= steps)
+    throw ShapeError(cat(op, ": step ", step, " is outside xg ", sx, " (", steps,
+                         " steps of width ", width, ")"));
+  return width / gates;
+}
+}  // namespace detail
+
+/// One step of an Elman RNN: h = act(xg + gh), each [B, H] (xg may hold several steps side by
+/// side, [B, k*H], of which `step` is used).
+template <Scalar T>
+Tensor<T> rnn_cell(const Tensor<T>& xg, const Tensor<T>& gh,
+                   RnnNonlinearity act = RnnNonlinearity::tanh, Index step = 0) {
+  const Index H = detail::check_cell("rnn_cell", 1, xg, gh, step);
+  const Index B = gh.rows();
+  detail::Recorder<T> r(detail::Op::rnn_cell, {&xg, &gh}, Shape::matrix(B, H));
+  r.set_args(0, 0, static_cast<std::uint8_t>(act));
+  if (r.recording()) r.node().aux2 = detail::index_tag(step);
+  const auto pre =
+      detail::step_block(r.in(0).data(), xg.size(), B, H, step).array() + r.in(1).array();
+  if (act == RnnNonlinearity::tanh)
+    r.out().array() = pre.tanh();
+  else
+    r.out().array() = pre.max(T(0));
+  return r.finish();
+}
+
+/// One step of an LSTM (Hochreiter and Schmidhuber 1997, PyTorch's gate order i, f, g, o):
+///   i, f, o = sigmoid(.), g = tanh(.) of the blocks of xg + gh ([B, 4H]),
+///   c = f * c_prev + i * g,  h = o * tanh(c).
+/// `prev` is c_prev [B, H], or the state [2B, H] returned by the previous step. Returns the state
+/// [2B, H]: rows 0 to B-1 hold h, rows B to 2B-1 hold c (slice_rows takes them apart).
+template <Scalar T>
+Tensor<T> lstm_cell(const Tensor<T>& xg, const Tensor<T>& gh, const Tensor<T>& prev,
+                    Index step = 0) {
+  const Index H = detail::check_cell("lstm_cell", 4, xg, gh, step);
+  const Index B = gh.rows();
+  const Shape sp = prev.shape();
+  if (sp.cols != H || (sp.rows != B && sp.rows != 2 * B))
+    throw ShapeError(detail::cat("lstm_cell: prev has shape ", sp, "; expected c_prev [", B, ", ",
+                                 H, "] or a previous state [", 2 * B, ", ", H, "]"));
+  detail::Recorder<T> r(detail::Op::lstm_cell, {&xg, &gh, &prev}, Shape::matrix(2 * B, H));
+  // The gates after their non-linearity, then tanh(c): kept for the backward rule.
+  MatrixMap<T> acts(r.template scratch<T>(static_cast<std::size_t>(B * 5 * H)), B, 5 * H);
+  auto a = acts.leftCols(4 * H).array();
+  a = detail::step_block(r.in(0).data(), xg.size(), B, 4 * H, step).array() + r.in(1).array();
+  acts.leftCols(2 * H).array() = acts.leftCols(2 * H).array().logistic();
+  acts.middleCols(2 * H, H).array() = acts.middleCols(2 * H, H).array().tanh();
+  acts.middleCols(3 * H, H).array() = acts.middleCols(3 * H, H).array().logistic();
+  const auto i = acts.leftCols(H).array();
+  const auto f = acts.middleCols(H, H).array();
+  const auto g = acts.middleCols(2 * H, H).array();
+  const auto o = acts.middleCols(3 * H, H).array();
+  const auto c_prev = r.in(2).bottomRows(B).array();
+  auto c = r.out().bottomRows(B).array();
+  auto tc = acts.rightCols(H).array();
+  c = f * c_prev + i * g;
+  tc = c.tanh();
+  r.out().topRows(B).array() = o * tc;
+  if (r.recording()) {
+    r.node().aux = acts.data();
+    r.node().aux2 = detail::index_tag(step);
+  }
+  return r.finish();
+}
+
+/// One step of a GRU (Cho et al. 2014, PyTorch's gate order r, z, n):
+///   r, z = sigmoid(.) of the first two blocks of xg + gh ([B, 3H]),
+///   n = tanh(xg_n + r * gh_n),  h = (1 - z) * n + z * h_prev.
+/// gh_n includes b_hn, so the reset gate scales it too (PyTorch's formulation).
+template <Scalar T>
+Tensor<T> gru_cell(const Tensor<T>& xg, const Tensor<T>& gh, const Tensor<T>& h_prev,
+                   Index step = 0) {
+  const Index H = detail::check_cell("gru_cell", 3, xg, gh, step);
+  const Index B = gh.rows();
+  if (h_prev.rows() != B || h_prev.cols() != H)
+    throw ShapeError(detail::cat("gru_cell: h_prev has shape ", h_prev.shape(), "; expected [", B,
+                                 ", ", H, "]"));
+  detail::Recorder<T> r(detail::Op::gru_cell, {&xg, &gh, &h_prev}, Shape::matrix(B, H));
+  // r, z, n: kept for the backward rule.
+  MatrixMap<T> acts(r.template scratch<T>(static_cast<std::size_t>(B * 3 * H)), B, 3 * H);
+  const auto XG = detail::step_block(r.in(0).data(), xg.size(), B, 3 * H, step);
+  const auto& GH = r.in(1);
+  acts.leftCols(2 * H).array() =
+      (XG.leftCols(2 * H).array() + GH.leftCols(2 * H).array()).logistic();
+  const auto rg = acts.leftCols(H).array();
+  const auto z = acts.middleCols(H, H).array();
+  auto n = acts.rightCols(H).array();
+  n = (XG.rightCols(H).array() + rg * GH.rightCols(H).array()).tanh();
+  r.out().array() = (T(1) - z) * n + z * r.in(2).array();
+  if (r.recording()) {
+    r.node().aux = acts.data();
+    r.node().aux2 = detail::index_tag(step);
+  }
+  return r.finish();
+}
+
+/// The gate activations a cell recorded on a tape keeps for its backward rule: for lstm_cell
+/// [B, 5H] (i, f, g, o after their non-linearity, then tanh(c)), for gru_cell [B, 3H] (r, z, n).
+/// Empty (0 x 0) for any other tensor, or a cell evaluated without recording (eagerly, or with no
+/// input needing a gradient). Valid until the tape is reset.
+template <Scalar T>
+ConstMatrixMap<T> cell_gates(const Tensor<T>& cell) {
+  Tape<T>* tape = cell.tape();
+  if (!tape) return {nullptr, 0, 0};
+  tape->check_live(cell, "cell_gates");
+  const auto& n = tape->node(cell.node_index());
+  const T* gates = static_cast<const T*>(n.aux);
+  if (n.op == detail::Op::lstm_cell && gates) return {gates, n.rows / 2, 5 * n.cols};
+  if (n.op == detail::Op::gru_cell && gates) return {gates, n.rows, 3 * n.cols};
+  return {nullptr, 0, 0};
+}
+
+}  // namespace gradscope
