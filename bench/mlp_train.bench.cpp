@@ -287,13 +287,17 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("openmp", "off");
 #endif
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
-  // Which kernels run gradscope's float products (core/detail/gemm.hpp); the twin's are Eigen's.
+  // Which kernels run gradscope's products (core/detail/gemm.hpp, on the CPU path of
+  // core/detail/dispatch.hpp: GRADSCOPE_CPU forces one); the twin's are Eigen's.
+  const std::string path = gs::to_string(gs::cpu_path());
+  benchmark::AddCustomContext("cpu_path", path);
+  benchmark::AddCustomContext("gradscope_threads", std::to_string(gs::num_threads()));
 #if defined(EIGEN_USE_BLAS)
   benchmark::AddCustomContext("gemm", "BLAS (EIGEN_USE_BLAS)");
-#elif GRADSCOPE_GEMM_AVX512
-  benchmark::AddCustomContext("gemm", "gradscope's AVX-512 kernel");
 #else
-  benchmark::AddCustomContext("gemm", "Eigen's kernels");
+  benchmark::AddCustomContext("gemm", gs::cpu_path() == gs::CpuPath::baseline
+                                          ? "Eigen's kernels (CPU path baseline)"
+                                          : "gradscope's kernels (CPU path " + path + ")");
 #endif
   benchmark::AddCustomContext("eigen_version", std::to_string(EIGEN_WORLD_VERSION) + "." +
                                                    std::to_string(EIGEN_MAJOR_VERSION) + "." +

@@ -29,13 +29,24 @@
 #                               libopenblas-dev), OpenBLAS with OPENBLAS_CORETYPE unset and set to
 #                               GRADSCOPE_OPENBLAS_CORETYPE (default SkylakeX), one OpenBLAS
 #                               thread; interleaved by program, repeated, medians.
-#   In --peers and --blas modes --filter RE (grep -E) picks the cases among "<net>/batch:<n>"
-#   (e.g. 'B/batch:128', '^A/', 'batch:128$'); these modes print their tables and never touch
-#   docs/benchmarks.md.
+#   scripts/bench.sh --dispatch  what a user's build gets (core/detail/dispatch.hpp): bench_mlp_train
+#                               built for the baseline target (build-bench-portable/, no -march;
+#                               gradscope picks its kernels at run time) against the same program
+#                               built with -march=native (build-bench/), and, where libtorch is
+#                               installed, PyTorch (bench_torch_mlp of the portable build) with
+#                               OpenBLAS's own choice of kernels (OPENBLAS_CORETYPE unset); one
+#                               thread, programs interleaved, repeated, medians of the ratios.
+#                               --cpu avx2 (or baseline): the portable build with that path forced
+#                               (GRADSCOPE_CPU) against PyTorch on OpenBLAS's Haswell (AVX2)
+#                               kernels (GRADSCOPE_OPENBLAS_CORETYPE, default Haswell), and the
+#                               native build.
+#   In --peers, --blas and --dispatch modes --filter RE (grep -E) picks the cases among
+#   "<net>/batch:<n>" (e.g. 'B/batch:128', '^A/', 'batch:128$'); these modes print their tables
+#   and never touch docs/benchmarks.md.
 # Environment: GRADSCOPE_JOBS build parallelism (default 2), GRADSCOPE_BENCH_REPETITIONS (5),
 # GRADSCOPE_BENCH_PEER_LIST (--peers: "torch;tinydnn", the default, or one of them),
 # GRADSCOPE_OPENBLAS_CORETYPE (--blas), GRADSCOPE_BENCH_BUILD_DIR (build directory to use instead
-# of build-bench/ or build/), GRADSCOPE_BENCH_PROGRAMS (e.g. "bench_mlp_train bench_ops": run only
+# of build-bench/ or build/; not for --dispatch), GRADSCOPE_BENCH_PROGRAMS (e.g. "bench_mlp_train bench_ops": run only
 # these; default every bench/*.bench.cpp).
 # Needs: cmake, a C++20 compiler, Google Benchmark, awk. Optional: /usr/bin/time (Debian `time`)
 # for peak memory.
@@ -53,6 +64,8 @@ filter=""
 tables_only=0
 peers=0
 blas=0
+dispatch=0
+dispatch_cpu=""
 peer_threads=1
 while (($#)); do
   case "$1" in
@@ -63,15 +76,21 @@ while (($#)); do
     --tables-only) tables_only=1 ;;
     --peers) peers=1 ;;
     --blas) blas=1 ;;
+    --dispatch) dispatch=1 ;;
+    --cpu) dispatch_cpu=$2; shift ;;
     --threads) peer_threads=$2; shift ;;
-    -h | --help) sed -n '2,43p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,54p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
-if ((peers + blas + quick + tables_only > 1)); then
-  echo "bench.sh: --peers, --blas, --quick and --tables-only do not combine" >&2
+if ((peers + blas + dispatch + quick + tables_only > 1)); then
+  echo "bench.sh: --peers, --blas, --dispatch, --quick and --tables-only do not combine" >&2
+  exit 2
+fi
+if [[ -n $dispatch_cpu ]] && { ((!dispatch)) || [[ ! $dispatch_cpu =~ ^(avx2|baseline|avx512)$ ]]; }; then
+  echo "bench.sh: --cpu takes avx512, avx2 or baseline, with --dispatch" >&2
   exit 2
 fi
 [[ $peer_threads =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --threads needs a positive count" >&2; exit 2; }
@@ -82,7 +101,7 @@ if ((peers)); then
   bench_names=(bench_mlp_train)
   [[ ";$peer_list;" == *";torch;"* ]] && bench_names+=(bench_torch_mlp)
   [[ ";$peer_list;" == *";tinydnn;"* ]] && bench_names+=(bench_tinydnn_mlp)
-elif ((blas)); then
+elif ((blas || dispatch)); then
   bench_names=(bench_mlp_train)
 elif [[ -n "${GRADSCOPE_BENCH_PROGRAMS:-}" ]]; then
   read -r -a bench_names <<<"$GRADSCOPE_BENCH_PROGRAMS"
@@ -114,6 +133,26 @@ elif ((peers)); then
     build=${GRADSCOPE_BENCH_BUILD_DIR:-build-bench-peers}
   fi
   configure_and_build "$build" "${peer_cmake[@]}"
+elif ((dispatch)); then
+  build=build-bench
+  configure_and_build "$build"
+  # The portable build, with PyTorch's benchmark where libtorch is installed (the configure step
+  # fails without it: then again without the peers).
+  portable_build=build-bench-portable
+  have_torch=0
+  if cmake -S . -B "$portable_build" -DCMAKE_BUILD_TYPE=Release -DGRADSCOPE_BUILD_TESTS=OFF \
+    -DGRADSCOPE_BUILD_EXAMPLES=OFF -DGRADSCOPE_BUILD_BENCHMARKS=ON -DGRADSCOPE_NATIVE=OFF \
+    -DGRADSCOPE_BENCH_PEERS=ON -DGRADSCOPE_BENCH_PEER_LIST=torch >/dev/null 2>&1; then
+    have_torch=1
+    cmake --build "$portable_build" -j "$jobs" --target bench_mlp_train bench_torch_mlp
+  else
+    echo "bench.sh: libtorch not found (Debian libtorch-dev): the PyTorch columns are skipped" >&2
+    rm -rf "$portable_build"
+    cmake -S . -B "$portable_build" -DCMAKE_BUILD_TYPE=Release -DGRADSCOPE_BUILD_TESTS=OFF \
+      -DGRADSCOPE_BUILD_EXAMPLES=OFF -DGRADSCOPE_BUILD_BENCHMARKS=ON -DGRADSCOPE_NATIVE=OFF \
+      -DGRADSCOPE_BENCH_PEERS=OFF >/dev/null
+    cmake --build "$portable_build" -j "$jobs" --target bench_mlp_train
+  fi
 elif ((blas)); then
   build=${GRADSCOPE_BENCH_BUILD_DIR:-build-bench}
   configure_and_build "$build"
@@ -162,7 +201,7 @@ run_bench() {  # program, json name, extra args...
 
 # A program that crashes is reported at the end; the others still run.
 failed=()
-((tables_only || peers || blas)) || for b in "${bench_names[@]}"; do
+((tables_only || peers || blas || dispatch)) || for b in "${bench_names[@]}"; do
   extra=()
   # Single ops are short and many: 0.1 s per repetition is plenty (the step benchmarks keep 0.5 s).
   [[ $b == bench_ops ]] && ((!quick)) && extra=(--benchmark_min_time=0.1)
@@ -359,6 +398,84 @@ if ((peers)); then
       echo "Note: OpenBLAS did not recognise this CPU and runs its Prescott (SSE3) kernels, which slows"
       echo "PyTorch down several times: rerun with OPENBLAS_CORETYPE=SkylakeX for a fair comparison."
     fi
+  } >"$report"
+  echo
+  cat "$report"
+  exit 0
+fi
+
+if ((dispatch)); then
+  : >"$results/rows.tsv"
+  cases=$(selected_cases)
+  one=(OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)
+  # ours: the portable build on the path asked for (default: its own choice); the peer's core:
+  # OpenBLAS's choice, or Haswell's when an AVX2 or baseline path is measured.
+  if [[ -n $dispatch_cpu && $dispatch_cpu != avx512 ]]; then
+    ours_cpu=(GRADSCOPE_CPU="$dispatch_cpu")
+    torch_core=(OPENBLAS_CORETYPE="${GRADSCOPE_OPENBLAS_CORETYPE:-Haswell}")
+  else
+    ours_cpu=()
+    [[ -n $dispatch_cpu ]] && ours_cpu=(GRADSCOPE_CPU="$dispatch_cpu")
+    torch_core=(-u OPENBLAS_CORETYPE)
+  fi
+  for ((rep = 1; rep <= repetitions; rep++)); do
+    variants=(native portable)
+    ((have_torch)) && variants+=(torch)
+    ((rep % 2)) || variants=("${variants[@]:1}" native)
+    for v in "${variants[@]}"; do
+      case $v in
+        native) run_one native "$rep" -u GRADSCOPE_CPU "${one[@]}" -- "$build/bench/bench_mlp_train" \
+          --benchmark_filter="^mlp_train/($cases)/gradscope" ;;
+        portable) run_one portable "$rep" -u GRADSCOPE_CPU "${ours_cpu[@]}" "${one[@]}" -- \
+          "$portable_build/bench/bench_mlp_train" --benchmark_filter="^mlp_train/($cases)/gradscope" ;;
+        torch) run_one torch "$rep" -u GRADSCOPE_CPU "${torch_core[@]}" "${ours_cpu[@]}" "${one[@]}" -- \
+          "$portable_build/bench/peers/bench_torch_mlp" --threads=1 \
+          --benchmark_filter="^peers/torch/($cases)(/ratio)?\$" ;;
+      esac
+    done
+  done
+  path=$(awk -F'\t' '$1 ~ /^portable_/ && $2 == "context" && $4 == "cpu_path" { print $5; exit }' "$results/rows.tsv")
+  native_path=$(awk -F'\t' '$1 ~ /^native_/ && $2 == "context" && $4 == "cpu_path" { print $5; exit }' "$results/rows.tsv")
+  core=$(awk -F'\t' '$1 ~ /^torch_/ && $2 == "context" && $4 == "openblas_core" { print $5; exit }' "$results/rows.tsv")
+  report=$results/dispatch.md
+  {
+    comparison_header "bench_mlp_train, one thread, CPU time. Native: $build/ (-march=native, CPU path ${native_path:-?}); portable: $portable_build/ (-DGRADSCOPE_NATIVE=OFF: no -march, the kernels chosen at run time), CPU path ${path:-?}$( [[ -n $dispatch_cpu ]] && echo " (GRADSCOPE_CPU=$dispatch_cpu)")$( ((have_torch)) && echo "; PyTorch: bench_torch_mlp of the portable build, OpenBLAS core ${core:-?} ($( [[ ${torch_core[0]} == -u ]] && echo 'OPENBLAS_CORETYPE unset' || echo "${torch_core[0]}"))")" \
+      "scripts/bench.sh --dispatch$( [[ -n $dispatch_cpu ]] && echo " --cpu $dispatch_cpu")"
+    echo
+    awk -F'\t' -v path="${path:-?}" -v torch="$have_torch" "$median_awk"'
+      $3 != "single" || $2 == "context" { next }
+      {
+        split($1, f, "_"); v = f[1]; rep = f[2]; n = split($2, p, "/")
+        if ((v == "native" || v == "portable") && p[4] == "gradscope" && $4 == "samples/s") id = p[2] "/" p[3]
+        else if (v == "torch" && n == 4 && $4 == "samples/s") id = p[3] "/" p[4]
+        else if (v == "torch" && p[5] == "ratio" && $4 == "ratio") { id = p[3] "/" p[4]; v = "inproc" }
+        else next
+        x[v, id, rep] = $5
+        if (!(id in seen)) { seen[id] = 1; order[++nid] = id }
+        if (rep > reps) reps = rep
+      }
+      function med(v, id,   r, a, n) { n = 0; for (r = 1; r <= reps; r++) if ((v, id, r) in x) a[++n] = x[v, id, r]; return median(a, n) }
+      function ratio(u, w, id,   r, a, n, q) {
+        n = 0; for (r = 1; r <= reps; r++) if ((u, id, r) in x && (w, id, r) in x && x[w, id, r] > 0) a[++n] = x[u, id, r] / x[w, id, r]
+        if (n == 0) return "-"
+        q = median(a, n); return sprintf("**%s** (%s-%s)", r2(q), r2(a[1]), r2(a[n]))
+      }
+      END {
+        hdr = "| net | batch | native samples/s | portable (" path ") samples/s | portable/native (min-max) |"
+        sep = "|---|---|---:|---:|---:|"
+        if (torch) { hdr = hdr " PyTorch samples/s | portable/PyTorch (min-max) | same, in one process |"; sep = sep "---:|---:|---:|" }
+        print hdr; print sep
+        for (i = 1; i <= nid; i++) {
+          id = order[i]; split(id, p, "/"); b = p[2]; sub(/batch:/, "", b)
+          line = sprintf("| %s | %s | %s | %s | %s |", p[1], b, k(med("native", id)), k(med("portable", id)), ratio("portable", "native", id))
+          if (torch) line = line sprintf(" %s | %s | %s |", k(med("torch", id)), ratio("portable", "torch", id), r2(med("inproc", id)))
+          print line
+        }
+      }' "$results/rows.tsv"
+    echo
+    echo "Ratios: median over the repetitions of the two programs' samples/s, run back to back (min-max"
+    echo "in brackets; > 1: the portable build is faster). \"In one process\": bench_torch_mlp's ratio rows,"
+    echo "gradscope (compiled as in the portable build, on the same CPU path) and PyTorch interleaved."
   } >"$report"
   echo
   cat "$report"
@@ -608,6 +725,15 @@ elif [[ -x /usr/bin/time ]]; then
   echo "| \`#include <gradscope/gradscope.hpp>\` alone | $w s | $c s | <= 3 s |" >>"$results/compile.md"
   read -r w c < <(compile_seconds "$tmp/eigen_core.cpp")
   echo "| \`#include <Eigen/Core>\` alone (for scale) | $w s | $c s | - |" >>"$results/compile.md"
+  # The README's 20-line example as a user's file: on gradscope::compiled (its interface
+  # definitions) and header-only.
+  awk '/^## A 20-line example/ { f = 1; next } f && /^```cpp/ { p = 1; next } p && /^```/ { exit } p' \
+    README.md >"$tmp/readme_example.cpp"
+  read -r w c < <(compile_seconds "$tmp/readme_example.cpp" -DGRADSCOPE_EXTERN_TEMPLATES \
+    -DGRADSCOPE_COMPILED_LIBRARY -DEIGEN_MAX_ALIGN_BYTES=64 -DEIGEN_MAX_STATIC_ALIGN_BYTES=64)
+  echo "| README's 20-line example on \`gradscope::compiled\` | $w s | $c s | <= 3 s |" >>"$results/compile.md"
+  read -r w c < <(compile_seconds "$tmp/readme_example.cpp")
+  echo "| README's 20-line example, header-only | $w s | $c s | - |" >>"$results/compile.md"
   if [[ -f examples/mnist_mlp.cpp ]]; then
     read -r w c < <(compile_seconds examples/mnist_mlp.cpp)
     echo "| examples/mnist_mlp.cpp, header-only | $w s | $c s | <= 8 s |" >>"$results/compile.md"

@@ -3,7 +3,9 @@
 #   1. dependencies            scripts/install-deps.sh
 #   2. release                 build/: tests, examples and benchmarks; ctest
 #   3. sanitizers              build-asan/: tests with ASan + UBSan; ctest
-#   4. packaging               install to build/install-prefix, then the two consumer projects
+#   4. packaging               install to build/install-prefix (headers and gradscope::compiled),
+#                              then the two consumer projects, built with -Werror: header-only and
+#                              on gradscope::compiled, with and without -march=native
 #   5. fuzzing                 scripts/fuzz.sh: the checkpoint loader for 60 s, the IDX reader for
 #                              30 s (libFuzzer, clang only)
 #   6. benchmarks (quick)      scripts/bench.sh --quick: every benchmark runs once and reports no
@@ -74,7 +76,7 @@ else
   # longer), with line tables for the stack traces.
   cmake -S . -B build-asan \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" \
-    -DGRADSCOPE_SANITIZE=ON -DGRADSCOPE_NATIVE=OFF \
+    -DGRADSCOPE_SANITIZE=ON -DGRADSCOPE_NATIVE=OFF -DGRADSCOPE_BUILD_COMPILED=OFF \
     -DGRADSCOPE_BUILD_TESTS=ON -DGRADSCOPE_BUILD_EXAMPLES=OFF -DGRADSCOPE_BUILD_BENCHMARKS=OFF
   cmake --build build-asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -90,6 +92,19 @@ cmake -S tests/consumer/find_package -B build/consumer-find-package \
 cmake --build build/consumer-find-package -j "$jobs"
 check_prints_version build/consumer-find-package/consumer
 check_prints_version build/consumer-find-package/consumer_compiled
+check_prints_version build/consumer-find-package/consumer_library
+OMP_NUM_THREADS=2 check_prints_version build/consumer-find-package/consumer_threads
+# The README's example, header-only and on gradscope::compiled, with and without -march=native
+# (each built with -Werror): it trains XOR and prints the gradient report.
+for variant in gradscope_default gradscope_native compiled_default compiled_native; do
+  out=$(build/consumer-find-package/readme_$variant)
+  if ! grep -q '^verdict: ' <<<"$out"; then
+    echo "$out"
+    echo "test.sh: readme_$variant did not print a verdict" >&2
+    exit 1
+  fi
+  echo "readme_$variant: $(grep '^verdict: ' <<<"$out")"
+done
 
 # The MPI component, when this build has it: find_package(gradscope COMPONENTS dist), two ranks.
 if [[ -f "$prefix/share/cmake/gradscope/gradscopeDistTargets.cmake" ]]; then

@@ -323,10 +323,19 @@ TEST_CASE("a step whose products exceed Eigen's stack limit allocates nothing",
     INFO("batch " << c.batch << ", " << c.in << " -> " << c.hidden << " -> " << c.classes);
     Mlp net(c.batch, c.in, c.hidden, c.classes, 5);
     gs::Tape<float> tape;
-    const auto counts = count_allocations([&] { net.step(tape); }, 2, 3);
-    INFO("operator new calls: " << counts.news << ", Eigen heap blocks: " << counts.eigen_heap);
-    CHECK(counts.news == 0);
-    CHECK(counts.eigen_heap == 0);
+    // On every CPU path this machine runs: gradscope's kernels, and Eigen's (baseline) with
+    // gradscope's packing workspace.
+    const gs::CpuPath previous = gs::cpu_path();
+    for (const gs::CpuPath p : {gs::CpuPath::baseline, gs::CpuPath::avx2, gs::CpuPath::avx512}) {
+      if (!gs::cpu_path_supported(p)) continue;
+      gs::set_cpu_path(p);
+      const auto counts = count_allocations([&] { net.step(tape); }, 2, 3);
+      INFO("CPU path " << gs::to_string(p) << ": operator new calls: " << counts.news
+                       << ", Eigen heap blocks: " << counts.eigen_heap);
+      CHECK(counts.news == 0);
+      CHECK(counts.eigen_heap == 0);
+    }
+    gs::set_cpu_path(previous);
 
     // The GEMMs of one step as Eigen expressions (the input x needs no gradient, so dx of the
     // first layer is not computed).

@@ -48,22 +48,37 @@ struct Mnk {
 };
 // Coefficient-based (m + n + k < 20), GEMV (m or n is 1), blocked GEMMs up to sizes whose
 // packed panels exceed Eigen's 128 KiB stack limit (784 and 1024 deep), and, for a b^T, the dot
-// kernel of thin results (k >= 256 with n <= 64 or m <= 32), with row and column counts that
-// leave every tail block (4, 2 and 1 rows or columns) and k not a multiple of a packet. Where
-// the AVX-512 float kernel is compiled in, the float products of at least 16 columns and 2^15
-// multiply-adds run on it: these leave 1, 11 and 12 rows of its 12-row tiles, 1, 16 and 17
-// columns of its 32-column tiles, k blocks (256 deep) with 1 and 16 + 1 left over for its
-// 16 x 16 transposes, and more than one block of rows (96) and of columns (512). With OpenMP
-// (test_gemm_openmp) the products from 2^23 multiply-adds on split over the threads, on this
-// kernel by slices of columns, or of rows when there is one tile of columns ([2048, 24]).
-const Mnk sizes[] = {{3, 4, 5},     {1, 37, 29},     {41, 1, 23},     {2, 3, 30},     {17, 19, 23},
-                     {64, 70, 300}, {129, 257, 785}, {33, 1024, 128}, {1024, 48, 64}, {10, 30, 784},
-                     {7, 13, 300},  {35, 3, 260},    {128, 64, 257},  {31, 100, 257}, {13, 17, 200},
-                     {23, 33, 100}, {97, 16, 40},    {12, 560, 273},  {2048, 24, 200}};
+// kernels of thin results (k >= 256 with n <= 64 or m <= 32), with row and column counts that
+// leave every tail block (4, 2 and 1 rows or columns) and k not a multiple of a register.
+// Products of at least 16 columns and 2^15 multiply-adds take the blocked kernels of the avx512
+// and avx2 paths (kernels.inl); tiles of 12 x 32 floats and 12 x 16 doubles (AVX-512), 6 x 16
+// floats and 6 x 8 doubles (AVX2). These sizes leave every row count of the 6-row tiles and 1,
+// 4, 7-12 rows of the 12-row ones; 1, one register exactly (16, 8, 4), one register and one
+// more (17, 9, 5) and one short of a tile (31, 15, 7) columns, and whole tiles; k blocks (256
+// deep) with 0, 1, lanes - 1 and other remainders for the in-register transposes; and more than
+// one block of rows (96) and of columns (512; 256 for doubles). With OpenMP (test_gemm_openmp)
+// the products from 2^23 multiply-adds on split over the threads, by slices of columns, or of
+// rows when there are fewer tiles of columns than threads ([2048, 24]).
+const Mnk sizes[] = {
+    {3, 4, 5},       {1, 37, 29},     {41, 1, 23},    {2, 3, 30},    {17, 19, 23}, {64, 70, 300},
+    {129, 257, 785}, {33, 1024, 128}, {1024, 48, 64}, {10, 30, 784}, {7, 13, 300}, {35, 3, 260},
+    {128, 64, 257},  {31, 100, 257},  {13, 17, 200},  {23, 33, 100}, {97, 16, 40}, {12, 560, 273},
+    {2048, 24, 200}, {19, 25, 271},   {37, 47, 263},  {8, 29, 300},  {26, 31, 140}};
+
+/// Runs f(path) on every CPU path this machine supports, with that path set.
+template <class F>
+void on_every_path(F&& f) {
+  for (const gs::CpuPath p : gs::testing::supported_cpu_paths()) {
+    gs::testing::CpuPathScope scope(p);
+    INFO("CPU path " << gs::to_string(p));
+    f(p);
+  }
+}
 
 template <class T>
 void check_every_variant(double tolerance) {
   gs::Rng rng(7);
+  const auto paths = gs::testing::supported_cpu_paths();
   for (const Mnk s : sizes) {
     for (const bool ta : {false, true}) {
       for (const bool tb : {false, true}) {
@@ -77,16 +92,17 @@ void check_every_variant(double tolerance) {
         const gs::Matrix<T> start = random_matrix<T>(s.m, s.n, rng);
         const gs::ConstMatrixMap<T> am(a.data(), a.rows(), a.cols()),
             bm(b.data(), b.rows(), b.cols());
-
-        gs::Matrix<T> c = start;  // assigned: the old contents must not leak in
-        gs::detail::gemm(gs::MatrixMap<T>(c.data(), s.m, s.n), am, ta, bm, tb, false);
         const double scale = std::max(1.0, static_cast<double>(expected.cwiseAbs().maxCoeff()));
-        CHECK(static_cast<double>((c - expected).cwiseAbs().maxCoeff()) <= tolerance * scale);
+        on_every_path([&](gs::CpuPath) {
+          gs::Matrix<T> c = start;  // assigned: the old contents must not leak in
+          gs::detail::gemm(gs::MatrixMap<T>(c.data(), s.m, s.n), am, ta, bm, tb, false);
+          CHECK(static_cast<double>((c - expected).cwiseAbs().maxCoeff()) <= tolerance * scale);
 
-        gs::Matrix<T> acc = start;  // accumulated onto what is there
-        gs::detail::gemm(gs::MatrixMap<T>(acc.data(), s.m, s.n), am, ta, bm, tb, true);
-        const gs::Matrix<T> sum = start + expected;
-        CHECK(static_cast<double>((acc - sum).cwiseAbs().maxCoeff()) <= tolerance * scale);
+          gs::Matrix<T> acc = start;  // accumulated onto what is there
+          gs::detail::gemm(gs::MatrixMap<T>(acc.data(), s.m, s.n), am, ta, bm, tb, true);
+          const gs::Matrix<T> sum = start + expected;
+          CHECK(static_cast<double>((acc - sum).cwiseAbs().maxCoeff()) <= tolerance * scale);
+        });
       }
     }
   }
@@ -94,12 +110,12 @@ void check_every_variant(double tolerance) {
 
 }  // namespace
 
-TEST_CASE("gemm computes every transpose variant, assigning and accumulating", "[core][gemm]") {
+TEST_CASE("gemm computes every transpose variant, assigning and accumulating, on every CPU path",
+          "[core][gemm]") {
   SECTION("double") { check_every_variant<double>(1e-12); }
   SECTION("float") { check_every_variant<float>(2e-5); }
 }
 
-#if GRADSCOPE_GEMM_WORKSPACE
 TEST_CASE("gemm packs into a per-thread workspace that grows to the largest product only",
           "[core][gemm]") {
   using W = gs::detail::GemmWorkspace<float>;
@@ -112,45 +128,56 @@ TEST_CASE("gemm packs into a per-thread workspace that grows to the largest prod
                      gs::ConstMatrixMap<float>(a.data(), m, k), false,
                      gs::ConstMatrixMap<float>(b.data(), k, n), false, false);
   };
-  product(256, 784, 512);
-  const std::size_t capacity = W::of_this_thread().capacity();
-  CHECK(capacity > 0);
-  const float* data = W::of_this_thread().reserve(1);
-  product(64, 100, 64);  // smaller: reuses the buffer
-  product(256, 784, 512);
-  CHECK(W::of_this_thread().capacity() == capacity);
-  CHECK(W::of_this_thread().reserve(1) == data);
-  CHECK(reinterpret_cast<std::uintptr_t>(data) % 64 == 0);
+  on_every_path([&](gs::CpuPath) {
+    product(256, 784, 512);
+    const std::size_t capacity = W::of_this_thread().capacity();
+    CHECK(capacity > 0);
+    const float* data = W::of_this_thread().reserve(1);
+    product(64, 100, 64);  // smaller: reuses the buffer
+    product(256, 784, 512);
+    CHECK(W::of_this_thread().capacity() == capacity);
+    CHECK(W::of_this_thread().reserve(1) == data);
+    CHECK(reinterpret_cast<std::uintptr_t>(data) % 64 == 0);
+  });
 }
-#endif
 
-#if GRADSCOPE_GEMM_AVX512
-// The sizes above that exercise the AVX-512 kernel really are routed to it (float only).
-TEST_CASE("float products of at least 16 columns and 2^15 multiply-adds take the AVX-512 kernel",
+#if GRADSCOPE_GEMM_KERNELS
+// The sizes above that exercise the blocked kernels of the avx512 and avx2 paths really are
+// routed to them.
+TEST_CASE("products of at least 16 columns and 2^15 multiply-adds take the blocked kernels",
           "[core][gemm]") {
   for (const Mnk s : {Mnk{13, 17, 200}, Mnk{23, 33, 100}, Mnk{97, 16, 40}, Mnk{12, 560, 273},
-                      Mnk{1024, 48, 64}}) {
+                      Mnk{1024, 48, 64}, Mnk{19, 25, 271}, Mnk{26, 31, 140}}) {
     INFO("[" << s.m << ", " << s.k << "] x [" << s.k << ", " << s.n << "]");
-    CHECK(gs::detail::prefers_avx512_sgemm(s.m, s.n, s.k));
+    CHECK(gs::detail::prefers_blocked_kernel(s.m, s.n, s.k));
   }
-  CHECK_FALSE(gs::detail::prefers_avx512_sgemm(128, 10, 30));  // too narrow
-  CHECK_FALSE(gs::detail::prefers_avx512_sgemm(30, 30, 10));   // too little work
+  CHECK_FALSE(gs::detail::prefers_blocked_kernel(128, 10, 30));  // too narrow
+  CHECK_FALSE(gs::detail::prefers_blocked_kernel(30, 30, 10));   // too little work
 }
 #endif
 
-#ifdef EIGEN_HAS_OPENMP
+#ifdef _OPENMP
 // Built with OpenMP (test_gemm_openmp, run with OMP_NUM_THREADS=2): the products above split
-// over Eigen's threads where they are larger than gemm_parallel_work, with the shared A panel in
-// gradscope's workspace; this checks that they really had threads to split over.
-TEST_CASE("the OpenMP build runs its products with more than one Eigen thread", "[core][gemm]") {
-  CHECK(Eigen::nbThreads() >= 2);
-  CHECK(129.0 * 257.0 * 785.0 >= gs::detail::gemm_parallel_work);  // a size above is parallel
-  CHECK(64.0 * 70.0 * 300.0 < gs::detail::gemm_parallel_work);     // one below is not
-#if GRADSCOPE_GEMM_AVX512
-  CHECK(gs::detail::avx512_sgemm_threads(129, 257, 785) >= 2);  // by columns
-  CHECK(gs::detail::avx512_sgemm_threads(2048, 24, 200) >= 2);  // by rows
-  CHECK(gs::detail::avx512_sgemm_threads(64, 70, 300) == 1);
-#endif
+// over the threads of parallel.hpp where they are larger than gemm_parallel_work, each thread
+// with a workspace of its own; this checks that they really had threads to split over.
+TEST_CASE("the OpenMP build runs its large products on more than one thread", "[core][gemm]") {
+  CHECK(gs::num_threads() >= 2);
+  CHECK(gs::detail::gemm_threads(129, 257, 785) >= 2);  // by columns
+  CHECK(gs::detail::gemm_threads(2048, 24, 200) >= 2);  // by rows
+  CHECK(gs::detail::gemm_threads(64, 70, 300) == 1);
+  // Inside a parallel region a product stays on its thread.
+  int inner = 0;
+#pragma omp parallel num_threads(2)
+  {
+#pragma omp single
+    inner = gs::detail::gemm_threads(129, 257, 785);
+  }
+  CHECK(inner == 1);
+  // set_num_threads caps the team; 0 goes back to OpenMP's default.
+  gs::set_num_threads(1);
+  CHECK(gs::detail::gemm_threads(129, 257, 785) == 1);
+  gs::set_num_threads(0);
+  CHECK(gs::num_threads() >= 2);
 }
 #endif
 

@@ -3,11 +3,13 @@
 // smooth domain, and the shapes and seeds every gradient check runs over.
 
 #include <gradscope/core/rng.hpp>
+#include <gradscope/core/runtime.hpp>
 #include <gradscope/core/types.hpp>
 
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace gradscope::testing {
 
@@ -45,5 +47,25 @@ inline std::array<Dims, 3> random_shapes(std::uint64_t seed) {
   const Index c0 = dim(), r1 = dim(), r2 = dim(), c2 = dim();
   return {Dims{1, c0}, Dims{r1, 1}, Dims{r2, c2}};
 }
+
+/// The CPU paths this machine runs (gradscope::set_cpu_path), the portable one first.
+inline std::vector<CpuPath> supported_cpu_paths() {
+  std::vector<CpuPath> paths;
+  for (const CpuPath p : {CpuPath::baseline, CpuPath::avx2, CpuPath::avx512})
+    if (cpu_path_supported(p)) paths.push_back(p);
+  return paths;
+}
+
+/// Sets a CPU path for its lifetime and puts the previous one back.
+class CpuPathScope {
+ public:
+  explicit CpuPathScope(CpuPath p) : previous_(cpu_path()) { set_cpu_path(p); }
+  ~CpuPathScope() { set_cpu_path(previous_); }
+  CpuPathScope(const CpuPathScope&) = delete;
+  CpuPathScope& operator=(const CpuPathScope&) = delete;
+
+ private:
+  CpuPath previous_;
+};
 
 }  // namespace gradscope::testing

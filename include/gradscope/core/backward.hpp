@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "detail/broadcast.hpp"
+#include "detail/elementwise.hpp"
 #include "detail/eval.hpp"
 #include "detail/gemm.hpp"
 #include "detail/node.hpp"
@@ -280,6 +281,15 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
   };
 
   if (n.op == Op::add_scalar && pass_through(0)) return;
+  // The rectifiers' gradient: a kernel of the CPU path (detail/elementwise.hpp).
+  if (n.op == Op::relu || n.op == Op::leaky_relu || n.op == Op::elu) {
+    const auto [p, fresh] = tape.pointwise_target(n, n.in[0]);  // may be G's buffer
+    const Rectifier r = n.op == Op::relu         ? Rectifier::relu
+                        : n.op == Op::leaky_relu ? Rectifier::leaky_relu
+                                                 : Rectifier::elu;
+    rectifier_backward(r, p, G.data(), X(0).data(), Y.data(), R * C, n.alpha, !fresh);
+    return;
+  }
   // The elementwise ops of one input (detail::with_pointwise_rule).
   if (with_pointwise_rule(n, [&](const auto& rule) GRADSCOPE_ALWAYS_INLINE {
         const auto [p, fresh] = tape.pointwise_target(n, n.in[0]);

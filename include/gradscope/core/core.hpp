@@ -9,6 +9,7 @@
 #include "ops.hpp"
 #include "recurrent_ops.hpp"
 #include "rng.hpp"
+#include "runtime.hpp"
 #include "sequence_ops.hpp"
 #include "tape.hpp"
 #include "tensor.hpp"

@@ -6,7 +6,39 @@
 #include <ostream>
 #include <string>
 
+// Eigen, and the x86 intrinsics headers it includes, are included here first and compiled without
+// the warnings they raise in a user's -Wall -Wextra build (as Eigen's own DisableStupidWarnings.h
+// does for its code), each pragma covering only the third-party lines it is about, never
+// gradscope's: GCC before 13 reports its own AVX-512 intrinsics (the self-initialised __Y of
+// _mm512_undefined_*(), GCC bug 105593) as (maybe) uninitialised wherever they are inlined, which
+// the pragmas around <immintrin.h> silence at those lines; Eigen 3.4.0's AVX bfloat16 code has
+// unused variables, and Clang finds a C99 compound literal in F16C's _cvtss_sh as Eigen's Half.h
+// uses it. (Included after Eigen by the user, the intrinsics are not covered: see README.)
+#include "../detail/compiled.hpp"
+// (<immintrin.h> only where it is used: by gradscope's kernels, not compiled in a file of the
+// compiled mode, and by Eigen for AVX and above.)
+#if (defined(__x86_64__) || defined(__i386__)) && (!GRADSCOPE_CORE_DECLARE_ONLY || defined(__AVX__))
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
+#endif
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-variable"
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wc99-extensions"
+#endif
+#endif
 #include <Eigen/Core>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 /// Forces inlining of small lambdas on hot paths (the backward rules' helpers), where a call would
 /// cost more than the arithmetic on a small tensor.

@@ -288,8 +288,11 @@ class Recorder {
   std::uint8_t mapped_ = 0;  // bit k: in(k) is constructed
   // The maps are constructed where the op's inputs and output are known, not zero-filled first:
   // a recorded 1x1 op spent a tenth of its instructions initialising state it then overwrote.
+  // Input 0 alone starts as an empty map: every op has one, and GCC (12, -O3, the ops compiled
+  // once with GRADSCOPE_EXTERN_TEMPLATES) could not see that init() always constructs it and
+  // warned that it may be read uninitialised. Three stores, on the ops that take this path.
   struct Maps {
-    Maps() noexcept {}
+    Maps() noexcept { new (&in[0]) ConstMatrixMap<T>(nullptr, 0, 0); }
     union {
       ConstMatrixMap<T> in[3];
     };
