@@ -123,6 +123,7 @@ TEST_CASE("the record of profiles stays bounded, spans the run and keeps the lat
 #include <gradscope/gradscope.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -255,7 +256,8 @@ TEST_CASE("a linear RNN with recurrent spectral radius 1.5 is exploding through 
   CHECK(std::any_of(events.begin(), events.end(), [](const auto& e) {
     return e.verdict() == diag::Verdict::exploding_through_time;
   }));
-  const std::string dir = "time_monitor_test";
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / "gradscope_time_monitor_test").string();
   monitor.write_csv(dir + ".csv");
   monitor.write_jsonl(dir + ".jsonl");
   monitor.write_svg(dir + ".svg");
@@ -322,10 +324,10 @@ TEST_CASE("every parameter of a module of one's own appears in every report",
     opt.zero_grad();
   }
   const std::string report = monitor.report();
-  monitor.write_csv("custom_module_test.csv");
-  monitor.write_jsonl("custom_module_test.jsonl");
-  const auto csv = read_file("custom_module_test.csv"),
-             jsonl = read_file("custom_module_test.jsonl");
+  const auto base = std::filesystem::temp_directory_path() / "gradscope_custom_module_test";
+  monitor.write_csv(base.string() + ".csv");
+  monitor.write_jsonl(base.string() + ".jsonl");
+  const auto csv = read_file(base.string() + ".csv"), jsonl = read_file(base.string() + ".jsonl");
   for (const std::string p : {"1.gate_weight", "1.weight", "1.scale"}) {
     INFO(p);
     CHECK_THAT(report, Catch::Contains(p));

@@ -3,6 +3,7 @@
 /// accumulate the gradients of its inputs X0, X1, X2. This is the table to audit.
 
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "detail/broadcast.hpp"
@@ -508,7 +509,9 @@ void backward_node(Tape<T>& tape, Node<T>& n) {
       auto gx = GX(0).array();
       const auto lane = [](T g, T y, const auto& xs, auto&& out) {
         if (std::isinf(y) && y < 0) return;
-        out += g * (xs - y).exp();
+        // exp(-inf) is 0, exactly: a vectorised exp clamps its argument (5.6e-309 on SSE2).
+        constexpr T minus_inf = -std::numeric_limits<T>::infinity();
+        out += g * (xs == minus_inf).select(T(0), (xs - y).exp());
       };
       switch (static_cast<Reduce>(n.mode)) {
         case Reduce::all:
