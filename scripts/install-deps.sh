@@ -9,6 +9,9 @@ packages=(cmake g++ make pkg-config libeigen3-dev catch2 libbenchmark-dev)
 extra_packages=(nlohmann-json3-dev zlib1g-dev)
 # The libFuzzer targets of scripts/fuzz.sh (run by scripts/test.sh) need clang and its runtime.
 extra_packages+=(clang libclang-rt-14-dev)
+# The MPI component (gradscope::dist, tests/dist, mnist_mlp_mpi, bench_dist): Open MPI's headers
+# and libraries, and mpiexec.
+extra_packages+=(libopenmpi-dev openmpi-bin)
 
 missing=()
 for pkg in "${packages[@]}" "${extra_packages[@]}"; do
@@ -31,5 +34,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 echo "install-deps: done"

@@ -91,6 +91,25 @@ cmake --build build/consumer-find-package -j "$jobs"
 check_prints_version build/consumer-find-package/consumer
 check_prints_version build/consumer-find-package/consumer_compiled
 
+# The MPI component, when this build has it: find_package(gradscope COMPONENTS dist), two ranks.
+if [[ -f "$prefix/share/cmake/gradscope/gradscopeDistTargets.cmake" ]]; then
+  banner "packaging: find_package(gradscope COMPONENTS dist) consumer, mpiexec -n 2"
+  rm -rf build/consumer-dist
+  # Unoptimised: a link-and-run check, compiled in a fraction of the time.
+  cmake -S tests/consumer/dist -B build/consumer-dist \
+    -DCMAKE_BUILD_TYPE= -DCMAKE_PREFIX_PATH="$prefix"
+  cmake --build build/consumer-dist -j "$jobs"
+  mpi_flags=()  # Open MPI: more ranks than free cores, and root, need saying
+  if mpiexec --version 2>/dev/null | grep -Eq "Open MPI|OpenRTE"; then
+    mpi_flags+=(--oversubscribe)
+    [[ $(id -u) -eq 0 ]] && mpi_flags+=(--allow-run-as-root)
+  fi
+  check_prints_version_mpi() { mpiexec -n 2 "${mpi_flags[@]}" build/consumer-dist/consumer_dist; }
+  check_prints_version check_prints_version_mpi
+else
+  echo "test.sh: no MPI component installed (MPI not found): the dist consumer is skipped"
+fi
+
 banner "packaging: add_subdirectory consumer"
 cmake -S tests/consumer/add_subdirectory -B build/consumer-add-subdirectory \
   -DCMAKE_BUILD_TYPE=Release -DGRADSCOPE_SOURCE_DIR="$root"

@@ -8,9 +8,11 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 
 namespace gs = gradscope;
 using Catch::Matchers::Contains;
+using Catch::Matchers::Equals;
 
 TEST_CASE("Shape prints [] for scalars, [n] for vectors and [r, c] for matrices",
           "[core][tensor]") {
@@ -66,6 +68,64 @@ TEST_CASE("tensor ranks are checked against their values", "[core][tensor][error
                     Contains("rank 1") && Contains("2 x 3"));
   gs::Tape<double> tape;
   CHECK_THROWS_AS(tape.variable(gs::Matrix<double>::Zero(2, 2), 0), gs::ShapeError);
+}
+
+TEST_CASE("negative sizes and sizes no array can hold are a ValueError everywhere sizes enter",
+          "[core][tensor][errors]") {
+  using F = gs::Tensor<float>;
+  using D = gs::Tensor<double>;
+  gs::Rng rng(1);
+  // Before the check, zeros(-1, 5) made a -1 x 5 tensor without storage that later ops read
+  // through a null pointer.
+  CHECK_THROWS_WITH(F::zeros(-1, 5), Equals("[gradscope.value] Tensor::zeros: negative size -1 x "
+                                            "5 (sizes must be >= 0)"));
+  CHECK_THROWS_WITH(F::zeros(gs::Shape::matrix(3, -2)), Contains("Tensor::zeros: negative size"));
+  CHECK_THROWS_WITH(D::ones(2, -1), Contains("Tensor::ones: negative size 2 x -1"));
+  CHECK_THROWS_WITH(D::ones(gs::Shape::vector(-4)), Contains("Tensor::ones: negative size 1 x -4"));
+  CHECK_THROWS_WITH(D::full(-1, -1, 2.0), Contains("Tensor::full: negative size -1 x -1"));
+  CHECK_THROWS_WITH(D::randn(-3, 2, rng), Contains("Tensor::randn: negative size"));
+  CHECK_THROWS_WITH(F::uniform(gs::Shape::vector(-1), rng), Contains("Tensor::uniform: negative"));
+
+  // Products that overflow Index, or whose bytes exceed what any array can address: refused
+  // before allocating (they were std::bad_alloc, or a wrapped-around size).
+  const gs::Index big = gs::Index{1} << 32;
+  const gs::Index max = std::numeric_limits<gs::Index>::max();
+  for (const auto& [r, c] : {std::pair{big, big}, std::pair{max, gs::Index{2}},
+                             std::pair{gs::Index{2}, max}, std::pair{max, max}}) {
+    INFO(r << " x " << c);
+    CHECK_THROWS_WITH(F::zeros(r, c), Contains("Tensor::zeros: size ") && Contains("is too large"));
+    CHECK_THROWS_AS(D::randn(r, c, rng), gs::ValueError);
+  }
+  // The limit is in bytes: 2^61 floats need 2^63 bytes (one more than PTRDIFF_MAX), 2^60
+  // doubles as well; both pass the element count alone.
+  CHECK_THROWS_WITH(F::full(gs::Index{1} << 31, gs::Index{1} << 30, 0.f), Contains("too large"));
+  CHECK_THROWS_WITH(D::ones(gs::Index{1} << 30, gs::Index{1} << 30), Contains("8-byte elements"));
+  CHECK_THROWS_AS(F::zeros(gs::Shape::vector(max)), gs::ValueError);
+
+  // Zero sizes are valid: an empty tensor, as in Eigen and PyTorch.
+  CHECK(F::zeros(0, 5).size() == 0);
+  CHECK(D::ones(gs::Shape::vector(0)).shape() == gs::Shape::vector(0));
+  CHECK(F::zeros(big, 0).size() == 0);
+
+  // Nested braces with rows of different lengths: Eigen only asserts, and wrote past the end
+  // of the storage in a release build.
+  CHECK_THROWS_WITH((D{{1, 2}, {3, 4, 5}}),
+                    Equals("[gradscope.value] tensor: row 1 of the braces has 3 values, row 0 has "
+                           "2 (rows must have equal lengths)"));
+  CHECK_THROWS_AS((F{{1, 2, 3}, {4}}), gs::ValueError);
+  CHECK((D{{1, 2}, {3, 4}}).to_matrix() == gs::Matrix<double>{{1, 2}, {3, 4}});
+
+#ifdef NDEBUG  // Eigen asserts on a negative size in a debug build; a release build makes one
+  // An Eigen matrix with a negative size given to the constructor (moved in: copying it is
+  // std::bad_alloc already) or to the tape.
+  CHECK_THROWS_WITH(D(gs::Matrix<double>(-1, 3), 2, false), Contains("negative size -1 x 3"));
+  CHECK_THROWS_AS(D::parameter(gs::Matrix<double>(-2, 3)), gs::ValueError);
+  const gs::Matrix<double> negative(-1, 3);
+  gs::Tape<double> tape;
+  CHECK_THROWS_WITH(tape.variable(negative), Contains("negative size -1 x 3"));
+  CHECK_THROWS_AS(tape.constant(negative), gs::ValueError);
+  CHECK(tape.size() == 0);
+#endif
 }
 
 TEST_CASE("item() needs exactly one element", "[core][tensor][errors]") {

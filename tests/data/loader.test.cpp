@@ -3,7 +3,9 @@
 #include <gradscope/data/data.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
+#include <vector>
 
 namespace gs = gradscope;
 namespace data = gradscope::data;
@@ -53,6 +55,33 @@ TEST_CASE("DataLoader covers every row once per epoch, in batches", "[data][load
   CHECK(first == epochs[0]);
 }
 
+TEST_CASE("DataLoader set_epoch resumes the shuffling of an uninterrupted run", "[data][loader]") {
+  // Each epoch shuffles the previous epoch's order, so a resumed run that starts a fresh loader
+  // at epoch 3 sees other batches than the run it continues, unless set_epoch replays them.
+  const auto d = numbered(13);
+  auto order_of_epoch = [](data::DataLoader<float>& l) {
+    std::vector<int> o;
+    for (auto& b : l)
+      for (gs::Index i = 0; i < b.x.rows(); ++i) o.push_back(static_cast<int>(b.x.value()(i, 0)));
+    return o;
+  };
+  data::DataLoader<float> uninterrupted(d, {.batch_size = 4, .seed = 9});
+  std::vector<std::vector<int>> epochs;
+  for (int e = 0; e < 5; ++e) epochs.push_back(order_of_epoch(uninterrupted));
+  REQUIRE(epochs[3] != epochs[2]);
+  data::DataLoader<float> resumed(d, {.batch_size = 4, .seed = 9});
+  resumed.set_epoch(3);
+  CHECK(resumed.epoch() == 3);
+  CHECK(order_of_epoch(resumed) == epochs[3]);
+  CHECK(order_of_epoch(resumed) == epochs[4]);
+  // Back to the start, from anywhere.
+  resumed.set_epoch(0);
+  CHECK(order_of_epoch(resumed) == epochs[0]);
+  data::DataLoader<float> fresh(d, {.batch_size = 4, .seed = 9});
+  CHECK(order_of_epoch(fresh) != epochs[3]);  // what a resume without set_epoch would get
+  CHECK_THROWS_AS(resumed.set_epoch(-1), gs::ValueError);
+}
+
 TEST_CASE("DataLoader drop_last and no shuffle", "[data][loader]") {
   const auto d = numbered(10);
   data::DataLoader<float> loader(d, {.batch_size = 4, .shuffle = false, .drop_last = true});
@@ -86,6 +115,11 @@ TEST_CASE("Dataset split, subset and standardisation", "[data][dataset]") {
     for (gs::Index i = 0; i < part->size(); ++i) rows.insert(static_cast<int>(part->images(i, 0)));
   CHECK(rows.size() == 20);
   CHECK_THROWS_AS(d.split(21), gs::ValueError);
+  CHECK_THROWS_AS(d.split(-1), gs::ValueError);
+  // Indices outside the rows were read out of bounds.
+  CHECK_THROWS_WITH(d.subset({0, 20}), Catch::Contains("index 1 is 20, outside the 20 rows"));
+  CHECK_THROWS_WITH(d.subset({-1}), Catch::Contains("index 0 is -1"));
+  CHECK(d.subset({19, 0}).labels == std::vector<int>{9, 0});
   auto s = d;
   const auto [mean, sd] = s.mean_std();
   CHECK(mean == Approx(9.5));
@@ -117,4 +151,20 @@ TEST_CASE("synthetic_digits is deterministic, balanced and learnable-looking",
   }
   CHECK(ink8 > 2 * ink1);
   CHECK_THROWS_AS(data::synthetic_digits<float>(0), gs::ValueError);
+  CHECK_THROWS_WITH(data::synthetic_digits<float>(-3), Catch::Contains("got -3"));
+  // 784 floats per image: more images than any array can hold is refused before allocating.
+  CHECK_THROWS_WITH(data::synthetic_digits<float>(std::int64_t{1} << 60),
+                    Catch::Contains("synthetic_digits: size 1152921504606846976 x 784 is too "
+                                    "large"));
+}
+
+TEST_CASE("DataLoader refuses sizes it cannot serve", "[data][loader]") {
+  auto d = numbered(10);
+  CHECK_THROWS_WITH(data::DataLoader<float>(d, {.batch_size = 0}),
+                    Catch::Contains("batch_size must be > 0, got 0"));
+  CHECK_THROWS_WITH(data::DataLoader<float>(d, {.batch_size = -4}), Catch::Contains("got -4"));
+  // Labels that do not match the images were read out of bounds by fill().
+  d.labels.pop_back();
+  CHECK_THROWS_WITH(data::DataLoader<float>(d, {.batch_size = 4}),
+                    Catch::Contains("the dataset has 10 images but 9 labels"));
 }

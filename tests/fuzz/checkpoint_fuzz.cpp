@@ -1,6 +1,7 @@
 // libFuzzer target: arbitrary bytes as a checkpoint, parsed and loaded into a small fixed model
 // with Adam. A gradscope::Error is the expected outcome for garbage; a crash, a sanitizer report,
-// a leak, any other exception, or a failed load that changed the model is a finding.
+// a leak, any other exception, a failed load that changed the model, or a message that is not
+// printable UTF-8 (messages quote the file's bytes, escaped) is a finding.
 //
 // Build and run with scripts/fuzz.sh. With GRADSCOPE_FUZZ_SEED_DIR set, the binary writes its
 // seed corpus there (valid checkpoints of the fixed model) and, with GRADSCOPE_FUZZ_DICT set, a
@@ -19,6 +20,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace gs = gradscope;
@@ -90,6 +92,23 @@ void write_seeds(const std::filesystem::path& dir) {
   for (int i = 0; i < 8; ++i) other[i] = std::byte((json.size() >> (8 * i)) & 0xff);
   std::memcpy(other.data() + 8, json.data(), json.size());
   write_file(dir / "foreign_no_checksum", other);
+  // The same weights in F64, for LoadOptions::convert_dtype.
+  std::vector<gs::NamedTensor<double>> wide;
+  for (const auto& t : io::checkpoint_tensors<float>(f.net))
+    wide.push_back(
+        {t.name, gs::Tensor<double>(t.tensor.to_matrix().cast<double>(), t.tensor.rank(), false)});
+  write_file(dir / "weights_f64", io::encode_safetensors(wide));
+}
+
+/// True when `s` is valid UTF-8 without control characters: what every message must be, since
+/// the messages quote bytes of the file (escaped).
+bool printable_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = io::detail::printable_utf8_length(s.substr(i));
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
 }
 
 void write_dictionary(const std::filesystem::path& path) {
@@ -102,6 +121,7 @@ void write_dictionary(const std::filesystem::path& path) {
                             R"("\"F64\"")",
                             R"("\"I64\"")",
                             R"("\"BF16\"")",
+                            R"("\"F16\"")",
                             R"("\"BOOL\"")",
                             R"("\"gradscope.format\"")",
                             R"("\"gradscope.checksum\"")",
@@ -134,11 +154,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   Fixture& f = fixture();
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
   struct Mode {
-    bool verify, strict, with_optimizer;
+    bool verify, strict, with_optimizer, convert;
   };
-  // Without checksum verification the mutated files reach the loading checks too.
-  for (const Mode mode :
-       {Mode{true, true, true}, Mode{false, true, true}, Mode{false, false, false}}) {
+  // Without checksum verification the mutated files reach the loading checks too; with
+  // conversion, F64, F16 and BF16 tensors reach the decoders.
+  for (const Mode mode : {Mode{true, true, true, false}, Mode{false, true, true, false},
+                          Mode{false, false, false, false}, Mode{false, false, true, true}}) {
     const auto before = f.state();
     const auto steps = f.opt->steps();
     try {
@@ -147,9 +168,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         (void)file.data(t);
         if (t.dtype == "F32" && t.shape.size() <= 2) (void)file.tensor<float>(t.name);
       }
-      io::load_checkpoint(file, f.net, mode.with_optimizer ? f.opt.get() : nullptr,
-                          {.strict = mode.strict, .verify_checksum = mode.verify});
-    } catch (const gs::Error&) {
+      io::load_checkpoint(
+          file, f.net, mode.with_optimizer ? f.opt.get() : nullptr,
+          {.strict = mode.strict, .verify_checksum = mode.verify, .convert_dtype = mode.convert});
+    } catch (const gs::Error& e) {
+      if (!printable_utf8(e.what())) {
+        std::fprintf(stderr, "checkpoint_fuzz: a message is not printable UTF-8\n");
+        std::abort();
+      }
       if (f.state() != before || f.opt->steps() != steps) {
         std::fprintf(stderr, "checkpoint_fuzz: a failed load changed the model\n");
         std::abort();

@@ -7,10 +7,16 @@
 #include <gradscope/gradscope.hpp>
 #include <gradscope/io/io.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <limits>
 #include <memory>
@@ -26,6 +32,7 @@ namespace io = gradscope::io;
 namespace optim = gradscope::optim;
 using namespace io_test;
 using Catch::Matchers::Contains;
+using Catch::Matchers::EndsWith;
 using Catch::Matchers::StartsWith;
 
 namespace {
@@ -298,6 +305,8 @@ TEST_CASE("a save interrupted before the rename leaves the previous checkpoint i
     optim::Adam<double> b_opt(b->parameters());
     CHECK(io::load_checkpoint(path, *b, &b_opt).at("epoch") == "2");
     CHECK(snapshot<double>(*b, &b_opt) == snapshot<double>(*a.net, &a.opt));
+    // The next save removed the dead process's temporary file (it stayed forever before).
+    CHECK(dir.entries() == std::vector<std::string>{"ckpt.safetensors"});
   }
   SECTION("a save that cannot write leaves no file behind") {
     const auto missing_dir = dir / "no-such-dir" / "ckpt.safetensors";
@@ -314,6 +323,131 @@ TEST_CASE("a save interrupted before the rename leaves the previous checkpoint i
     CHECK(read_bytes(path) == io::encode_checkpoint(*a.net, &a.opt, {{"epoch", "2"}}));
     CHECK(dir.entries() == std::vector<std::string>{"ckpt.safetensors"});
   }
+}
+
+namespace {
+/// A process id that no process has: a child's, after it exited and was reaped.
+pid_t dead_pid() {
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) std::_Exit(0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  return child;
+}
+/// A live child process that waits to be killed.
+struct LiveChild {
+  pid_t pid = ::fork();
+  LiveChild() {
+    REQUIRE(pid >= 0);
+    if (pid == 0)
+      for (;;) ::pause();
+  }
+  ~LiveChild() {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+}  // namespace
+
+TEST_CASE("a save removes the temporary files of killed saves of its target, and nothing else",
+          "[io][checkpoint][atomic]") {
+  TempDir dir;
+  const auto path = dir / "model.safetensors";
+  auto net = make_model<float>(1);
+  const pid_t dead = dead_pid();
+  LiveChild live;
+  const std::string stem = ".model.safetensors.tmp.";
+  const std::string d = std::to_string(dead);
+  const std::vector<std::string> stale = {stem + d + ".3", stem + d + ".12"};
+  const std::vector<std::string> kept = {
+      stem + std::to_string(live.pid) + ".0",    // a live process's save
+      stem + std::to_string(::getpid()) + ".9",  // this process's own (another thread's save)
+      ".other.safetensors.tmp." + d + ".0",      // another target's
+      "model.safetensors.tmp." + d + ".0",       // not a temporary name: no leading dot
+      stem + d,                                  // no counter
+      stem + d + ".1.bak",                       // something else
+      stem + d + ".x",
+      stem + "+" + d + ".1",
+      stem + d + "0000000000.1",  // not a process id
+      "notes.txt"};
+  for (const auto& name : stale) write_bytes(dir / name, to_bytes("partial checkpoint"));
+  for (const auto& name : kept) write_bytes(dir / name, to_bytes("keep me"));
+  fs::create_directory(dir / (stem + d + ".5"));                   // not a regular file
+  fs::create_symlink(dir / "notes.txt", dir / (stem + d + ".6"));  // nor is a symlink
+  // A dead process id whose file is locked: a live save in another PID namespace or host.
+  const auto locked = dir / (stem + d + ".4");
+  write_bytes(locked, to_bytes("live elsewhere"));
+  const int lock_fd = ::open(locked.c_str(), O_RDONLY);
+  REQUIRE(lock_fd >= 0);
+  REQUIRE(::flock(lock_fd, LOCK_EX) == 0);
+
+  std::vector<std::string> expected = kept;
+  for (const auto& extra :
+       {stem + d + ".5", stem + d + ".6", stem + d + ".4", std::string("model.safetensors")})
+    expected.push_back(extra);
+  std::sort(expected.begin(), expected.end());
+
+  // A save checks that its own temporary file is locked while it is written.
+  bool own_locked = false;
+  io::SaveOptions options;
+  options.before_rename = [&] {
+    for (const auto& name : dir.entries())
+      if (name.starts_with(stem + std::to_string(::getpid()) + ".") && name != kept[1]) {
+        const int fd = ::open((dir / name).c_str(), O_RDONLY);
+        own_locked = fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+        if (fd >= 0) ::close(fd);
+      }
+  };
+  io::save_checkpoint(path, *net, nullptr, {}, options);
+  CHECK(own_locked);
+  CHECK(dir.entries() == expected);
+  CHECK(fs::is_symlink(dir / (stem + d + ".6")));
+  CHECK(read_bytes(dir / "notes.txt") == to_bytes("keep me"));
+
+  // Once the lock is gone, the file is stale too.
+  ::close(lock_fd);
+  CHECK(io::remove_stale_temporaries(path) == 1);
+  CHECK_FALSE(fs::exists(locked));
+  CHECK(io::remove_stale_temporaries(path) == 0);
+
+  // SaveOptions::remove_stale_temporaries = false leaves them alone.
+  write_bytes(dir / stale[0], to_bytes("partial checkpoint"));
+  io::SaveOptions keep;
+  keep.remove_stale_temporaries = false;
+  io::save_checkpoint(path, *net, nullptr, {}, keep);
+  CHECK(fs::exists(dir / stale[0]));
+  io::save_safetensors(path,
+                       net->named_parameters());  // every save cleans up, not only checkpoints
+  CHECK_FALSE(fs::exists(dir / stale[0]));
+}
+
+TEST_CASE("a FIFO, directory or device given as a checkpoint is refused at once",
+          "[io][checkpoint][fifo]") {
+  TempDir dir;
+  const auto fifo = dir / "ckpt.safetensors";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const auto unblock = [&] { release_fifo(fifo); };
+  auto net = make_model<float>(1);
+  const auto before = snapshot<float>(*net);
+  // Before the check, each of these waited forever in open() for a writer (mnist_mlp --resume
+  // of a FIFO hung the same way).
+  const std::string expected = "[gradscope.data] cannot read file '" + fifo.string() +
+                               "': it is a FIFO (named pipe), not "
+                               "a regular file";
+  CHECK(error_within_timeout([&] { io::load_checkpoint(fifo, *net); }, unblock) == expected);
+  CHECK(error_within_timeout([&] { io::read_safetensors(fifo); }, unblock) == expected);
+  CHECK(error_within_timeout([&] { io::load_safetensors(fifo, net->named_parameters()); },
+                             unblock) == expected);
+  CHECK(snapshot<float>(*net) == before);
+  CHECK_THAT(error_of([&] { io::load_checkpoint(dir.path(), *net); }),
+             EndsWith("': it is a directory, not a regular file"));
+  if (fs::exists("/dev/zero"))
+    CHECK_THAT(error_of([&] { io::read_safetensors("/dev/zero"); }),
+               EndsWith("'/dev/zero': it is a character device, not a regular file"));
+  // Saving over a FIFO replaces it (the rename), as it replaces any file.
+  io::save_checkpoint(fifo, *net);
+  CHECK(fs::is_regular_file(fifo));
 }
 
 TEST_CASE("loading checks names, dtypes and shapes and changes nothing on a mismatch",

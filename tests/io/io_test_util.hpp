@@ -6,16 +6,19 @@
 #include <gradscope/gradscope.hpp>
 #include <gradscope/io/io.hpp>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <iterator>
 #include <memory>
 #include <string>
@@ -152,6 +155,45 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+/// error_of(f) run on another thread. A call still running after 20 s fails the test instead of
+/// hanging it; `unblock` is then called so that the thread can finish.
+inline std::string error_within_timeout(const std::function<void()>& f,
+                                        const std::function<void()>& unblock) {
+  auto done = std::async(std::launch::async, [&] { return error_of(f); });
+  if (done.wait_for(std::chrono::seconds(20)) == std::future_status::ready) return done.get();
+  unblock();
+  done.wait();
+  FAIL("the call did not return within 20 s (it blocked)");
+  return "";
+}
+
+/// Opens the FIFO at `path` for writing and closes it again: a reader blocked in open() on it
+/// wakes up and reads end-of-file.
+inline void release_fifo(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);
+  if (fd >= 0) ::close(fd);
+}
+
+/// True when `s` is valid UTF-8 without control characters (what an error message quoting file
+/// content must be).
+inline bool printable_utf8(const std::string& s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) return false;
+    std::size_t n = c < 0x80                 ? 1
+                    : c >= 0xc2 && c <= 0xdf ? 2
+                    : c >= 0xe0 && c <= 0xef ? 3
+                    : c >= 0xf0 && c <= 0xf4 ? 4
+                                             : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    if (c == 0xc2 && static_cast<unsigned char>(s[i + 1]) < 0xa0) return false;  // C1 controls
+    i += n;
+  }
+  return true;
 }
 
 }  // namespace io_test

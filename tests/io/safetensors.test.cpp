@@ -153,13 +153,13 @@ TEST_CASE("a PyTorch-style state dict loads into layers", "[io][safetensors]") {
   y << 1 + 2 + 3 + 0.5f, -1 + 0 + 4 - 2, 2 + 0 - 3 + 0.5f, -2 + 0 - 4 - 2;
   CHECK(dense(x).to_matrix() == y);
 
-  // A float64 file cannot load into a float32 layer.
+  // A float64 file loads into a float32 layer only on request; the message says how.
   const std::string json64 = R"({"weight":{"dtype":"F64","shape":[2,3],"data_offsets":[0,48]},)"
                              R"("bias":{"dtype":"F64","shape":[2],"data_offsets":[48,64]}})";
   const auto f64 = io::parse_safetensors(safetensors_bytes(json64, Bytes(64)), "linear64.st");
   CHECK_THAT(error_of([&] { io::load_checkpoint(f64, dense); }),
              Equals("[gradscope.data] linear64.st: tensor 'weight': file has dtype F64, "
-                    "model has F32"));
+                    "model has F32 (LoadOptions::convert_dtype = true converts F64 to F32)"));
   // A [1, 2] bias is not a [2] bias.
   const std::string json_rank = R"({"weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
                                 R"("bias":{"dtype":"F32","shape":[1,2],"data_offsets":[24,32]}})";
@@ -375,4 +375,214 @@ TEST_CASE("malformed files are rejected naming the file and the byte offset",
   CHECK_NOTHROW(io::parse_safetensors(file("{}", 0)));
   CHECK_NOTHROW(io::parse_safetensors(
       file(R"({"z":{"dtype":"BF16","shape":[3,0],"data_offsets":[8,8]},)" + ok_entry + "}", 8)));
+}
+
+TEMPLATE_TEST_CASE("LoadOptions::convert_dtype loads F64, F32, F16 and BF16 files into a model",
+                   "[io][safetensors][convert]", float, double) {
+  using T = TestType;
+  // Dense(3, 2): weight [2, 3] in F16, bias [2] in BF16, values chosen to cover the encodings
+  // (normal, negative, subnormal, largest half, infinity).
+  const std::string json = R"({"weight":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]},)"
+                           R"("bias":{"dtype":"BF16","shape":[2],"data_offsets":[12,16]}})";
+  Bytes data;
+  for (const std::uint16_t h : {0x3C00, 0xC000, 0x3800, 0x0001, 0x7BFF, 0xFC00})
+    append_le<std::uint16_t>(data, h);  // 1, -2, 0.5, 2^-24, 65504, -inf
+  for (const std::uint16_t b : {0x4049, 0xBF80}) append_le<std::uint16_t>(data, b);  // 3.140625, -1
+  const auto file = io::parse_safetensors(safetensors_bytes(json, data), "half.st");
+  gs::Rng rng(3);
+  nn::Dense<T> dense(3, 2, gs::init::xavier_uniform, true, &rng);
+  const auto before = snapshot<T>(dense.named_parameters());
+  CHECK_THAT(
+      error_of([&] { io::load_checkpoint(file, dense); }),
+      Contains("tensor 'weight': file has dtype F16, model has " + std::string(io::dtype_of<T>()) +
+               " (LoadOptions::convert_dtype = true "
+               "converts F16 to " +
+               std::string(io::dtype_of<T>()) + ")"));
+  CHECK(snapshot<T>(dense.named_parameters()) == before);
+  io::load_checkpoint(file, dense, nullptr, {.convert_dtype = true});
+  const T inf = std::numeric_limits<T>::infinity();
+  CHECK(dense.weight().to_matrix() ==
+        (gs::Matrix<T>(2, 3) << 1, -2, 0.5, std::ldexp(T(1), -24), 65504, -inf).finished());
+  CHECK(dense.bias().to_matrix() == (gs::Matrix<T>(1, 2) << T(3.140625), -1).finished());
+
+  // Integers are never converted.
+  const std::string ints = R"({"weight":{"dtype":"I16","shape":[2,3],"data_offsets":[0,12]},)"
+                           R"("bias":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})";
+  const auto fi = io::parse_safetensors(safetensors_bytes(ints, Bytes(20)), "ints.st");
+  CHECK_THAT(error_of([&] { io::load_checkpoint(fi, dense, nullptr, {.convert_dtype = true}); }),
+             Contains("file has dtype I16") && Contains("only floating-point tensors"));
+}
+
+TEST_CASE("a float64 checkpoint loads into a float model on request, with its optimiser",
+          "[io][checkpoint][convert]") {
+  TempDir dir;
+  const auto path = dir / "double.safetensors";
+  auto a = make_model<double>(1);
+  optim::Adam<double> a_opt(a->parameters(), {.lr = 0.01});
+  train_step<double>(*a, a_opt, 7);
+  io::save_checkpoint(path, *a, &a_opt);
+
+  auto b = make_model<float>(2);
+  optim::Adam<float> b_opt(b->parameters(), {.lr = 0.01f});
+  const auto before = snapshot<float>(*b, &b_opt);
+  CHECK_THAT(error_of([&] { io::load_checkpoint(path, *b, &b_opt); }),
+             Contains("file has dtype F64, model has F32 (LoadOptions::convert_dtype = true "
+                      "converts F64 to F32)"));
+  io::load_checkpoint(path, *b, &b_opt, {.convert_dtype = true});
+  const auto want = io::checkpoint_tensors<double>(*a, &a_opt);
+  const auto got = io::checkpoint_tensors<float>(*b, &b_opt);
+  REQUIRE(want.size() == got.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    INFO(want[i].name);
+    CHECK(got[i].name == want[i].name);
+    CHECK(got[i].tensor.to_matrix() == want[i].tensor.to_matrix().template cast<float>());
+  }
+  CHECK(b_opt.steps() == 1);
+
+  // A value beyond float's range is an error, not an infinity, and the load changes nothing.
+  a->named_parameters()[2].tensor.mutable_value()(0, 1) = -1e300;
+  io::save_checkpoint(path, *a, &a_opt);
+  auto c = make_model<float>(3);
+  const auto c_before = snapshot<float>(*c);
+  CHECK_THAT(error_of([&] { io::load_checkpoint(path, *c, nullptr, {.convert_dtype = true}); }),
+             Contains("tensor '1.weight': element 1 (row 0, column 1) is beyond the range of F32 "
+                      "(converting from F64)"));
+  CHECK(snapshot<float>(*c) == c_before);
+}
+
+TEST_CASE("load_state_dict loads a name -> tensor map with the checks of the checkpoint loader",
+          "[io][state_dict]") {
+  const auto a = make_model<float>(1);
+  auto b = make_model<float>(2);
+  const auto b_before = snapshot<float>(*b);
+
+  // state_dict shares the model's storage, as in PyTorch.
+  auto sd = io::state_dict(*a);
+  std::vector<std::string> names;
+  for (const auto& [name, t] : sd) names.push_back(name);
+  CHECK(names == std::vector<std::string>{"0.bias", "0.weight", "1.bias", "1.running_mean",
+                                          "1.running_var", "1.weight", "3.bias", "3.weight"});
+  CHECK(sd.at("0.weight").same_as(a->named_parameters()[0].tensor));
+
+  SECTION("a matching map loads, values copied") {
+    io::load_state_dict(*b, sd);
+    CHECK(snapshot<float>(*b) == snapshot<float>(*a));
+    CHECK_FALSE(b->named_parameters()[0].tensor.same_as(sd.at("0.weight")));
+  }
+  SECTION("missing and extra names") {
+    auto partial = sd;
+    partial.erase("3.bias");
+    partial.erase("1.running_var");
+    CHECK_THAT(error_of([&] { io::load_state_dict(*b, partial); }),
+               Equals("[gradscope.data] load_state_dict: missing 2 tensors to load: '3.bias', "
+                      "'1.running_var'"));
+    auto extra = sd;
+    extra.emplace("head.weight", gs::Tensor<float>::zeros(2, 2));
+    CHECK_THAT(error_of([&] { io::load_state_dict(*b, extra); }),
+               Equals("[gradscope.data] load_state_dict: 1 tensor in the state dict has nothing "
+                      "to load into: 'head.weight' (LoadOptions::strict = false ignores them)"));
+    CHECK(snapshot<float>(*b) == b_before);
+    io::load_state_dict(*b, extra, {.strict = false});
+    CHECK(snapshot<float>(*b) == snapshot<float>(*a));
+  }
+  SECTION("shapes and ranks") {
+    auto wrong = sd;
+    wrong["0.weight"] = gs::Tensor<float>::zeros(8, 4);
+    CHECK_THAT(error_of([&] { io::load_state_dict(*b, wrong); }),
+               Equals("[gradscope.shape] load_state_dict: tensor '0.weight': state dict has shape "
+                      "[8, 4], model has [8, 5]"));
+    wrong = sd;
+    wrong["0.bias"] = gs::Tensor<float>::zeros(1, 8);  // a [1, 8] matrix is not an [8] vector
+    CHECK_THROWS_AS(io::load_state_dict(*b, wrong), gs::ShapeError);
+    wrong["0.bias"] = gs::Tensor<float>();
+    CHECK_THROWS_WITH(io::load_state_dict(*b, wrong), Contains("tensor '0.bias' is undefined"));
+    CHECK(snapshot<float>(*b) == b_before);
+  }
+  SECTION("the other scalar type converts only on request") {
+    io::StateDict<double> wide;
+    for (const auto& [name, t] : sd)
+      wide.emplace(name, gs::Tensor<double>(t.to_matrix().cast<double>(), t.rank(), false));
+    CHECK_THAT(error_of([&] { io::load_state_dict(*b, wide); }),
+               Contains("state dict has dtype F64, model has F32 (LoadOptions::convert_dtype = "
+                        "true converts F64 to F32)"));
+    io::load_state_dict(*b, wide, {.convert_dtype = true});
+    CHECK(snapshot<float>(*b) == snapshot<float>(*a));
+    wide.at("3.weight").mutable_value()(1, 2) = 1e39;
+    auto c = make_model<float>(3);
+    const auto c_before = snapshot<float>(*c);
+    CHECK_THAT(error_of([&] { io::load_state_dict(*c, wide, {.convert_dtype = true}); }),
+               Contains("tensor '3.weight': element 10 (row 1, column 2) is beyond the range of "
+                        "F32"));
+    CHECK(snapshot<float>(*c) == c_before);
+    // float into double widens exactly.
+    auto d = make_model<double>(4);
+    io::load_state_dict(*d, sd, {.convert_dtype = true});
+    CHECK(d->named_parameters()[0].tensor.to_matrix() ==
+          a->named_parameters()[0].tensor.to_matrix().cast<double>());
+  }
+  SECTION("non-finite values load as they are, as from a checkpoint") {
+    auto odd = sd;
+    odd["0.weight"] = gs::Tensor<float>(sd.at("0.weight").to_matrix(), 2, false);
+    odd.at("0.weight").mutable_value()(0, 0) = std::numeric_limits<float>::quiet_NaN();
+    odd.at("0.weight").mutable_value()(0, 1) = -std::numeric_limits<float>::infinity();
+    io::load_state_dict(*b, odd);
+    CHECK(std::isnan(b->named_parameters()[0].tensor.value()(0, 0)));
+    CHECK(b->named_parameters()[0].tensor.value()(0, 1) == -std::numeric_limits<float>::infinity());
+  }
+  SECTION("named children round-trip through a state dict") {
+    nn::Sequential<float> named, other;
+    gs::Rng r1(1), r2(2);
+    named.add("encoder", std::make_shared<nn::Dense<float>>(3, 4, gs::init::normal(1), true, &r1));
+    other.add("encoder", std::make_shared<nn::Dense<float>>(3, 4, gs::init::normal(1), true, &r2));
+    io::load_state_dict(other, io::state_dict(named));
+    CHECK(other.at(0).parameters()[0].to_matrix() == named.at(0).parameters()[0].to_matrix());
+  }
+}
+
+TEST_CASE("messages quoting a corrupted file escape bytes that are not printable UTF-8",
+          "[io][safetensors][corruption]") {
+  // A checkpoint whose header has one byte of a tensor name replaced by 0xFF: nlohmann's message
+  // quotes the bytes it last read, raw, and the message carried them.
+  auto net = make_model<float>(1);
+  Bytes bytes = io::encode_checkpoint(*net);
+  const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  const auto at = text.find("0.weight");
+  REQUIRE(at != std::string::npos);
+  bytes[at + 1] = std::byte{0xFF};
+  const std::string message = error_of([&] { io::parse_safetensors(bytes, "bad.st"); });
+  CHECK_THAT(message, StartsWith("[gradscope.data] bad.st: invalid JSON in the JSON header"));
+  CHECK_THAT(message, Contains("\\xFF"));
+  CHECK(printable_utf8(message));
+  CHECK_NOTHROW(nlohmann::json(message).dump());  // valid UTF-8, by another judge
+
+  // Control characters in names and metadata (valid JSON, valid UTF-8) could drive a terminal.
+  const std::string meta = error_of([] {
+    io::parse_safetensors(safetensors_bytes(R"({"__metadata__":{"k\u001b[2J\\":1}})", {}),
+                          "esc.st");
+  });
+  CHECK_THAT(meta, Contains("metadata key 'k\\x1B[2J\\\\' in the JSON header"));
+  CHECK(printable_utf8(meta));
+  const std::string name = error_of([] {
+    io::parse_safetensors(
+        safetensors_bytes(R"({"a\u0007\u0085b":{"dtype":"Q1","shape":[],"data_offsets":[0,0]}})",
+                          {}),
+        "esc.st");
+  });
+  CHECK_THAT(name, Contains("tensor 'a\\x07\\xC2\\x85b'"));  // BEL and the C1 control NEL
+
+  // A long name is cut at 80 bytes, never inside a character: 79 ASCII bytes then a euro sign.
+  const std::string long_name = std::string(79, 'n') + "\u20ac" + std::string(20, 'n');
+  const std::string cut = error_of([&] {
+    io::parse_safetensors(
+        safetensors_bytes(
+            R"({")" + long_name + R"(":{"dtype":"Q1","shape":[],"data_offsets":[0,0]}})", {}),
+        "esc.st");
+  });
+  CHECK_THAT(cut, Contains("tensor '" + std::string(79, 'n') + "...' (102 bytes)"));
+  CHECK(printable_utf8(cut));
+  // Printable text passes unchanged.
+  CHECK(io::detail::quote_name("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") ==
+        "'caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80'");
+  CHECK(io::detail::quote_name("\xed\xa0\x80|\xc0\xaf|\xf4\x90\x80\x80") ==
+        "'\\xED\\xA0\\x80|\\xC0\\xAF|\\xF4\\x90\\x80\\x80'");  // surrogate, overlong, > U+10FFFF
 }

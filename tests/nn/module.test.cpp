@@ -6,6 +6,7 @@
 #include <gradscope/gradscope.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -15,6 +16,8 @@
 
 namespace gs = gradscope;
 namespace nn = gradscope::nn;
+using Catch::Matchers::Contains;
+using Catch::Matchers::Equals;
 using nn_test::Mat;
 
 namespace {
@@ -60,6 +63,18 @@ class Scale : public nn::Module<double> {
  private:
   gs::Tensor<double> alpha_;
 };
+
+/// A module that registers whatever it is told to: for the checks of local names.
+class Registrar : public nn::Module<double> {
+ public:
+  gs::Tensor<double> forward(const gs::Tensor<double>& x) override { return x; }
+  std::string kind() const override { return "Registrar"; }
+  using nn::Module<double>::register_buffer;
+  using nn::Module<double>::register_module;
+  using nn::Module<double>::register_parameter;
+};
+
+gs::Tensor<double> a_parameter() { return gs::Tensor<double>::parameter(Mat::Zero(1, 2)); }
 
 }  // namespace
 
@@ -416,4 +431,117 @@ TEST_CASE("A user-defined module registers parameters and composes", "[nn][modul
 
   gs::Rng rng(12);
   nn_test::check_module_gradients_both_modes(net, nn_test::randn(3, 4, rng));
+}
+
+TEST_CASE("Sequential::add gives a child a name of its own", "[nn][module][names]") {
+  nn::Sequential<double> net;
+  net.add("encoder", std::make_shared<nn::Dense<double>>(3, 4));
+  net.add(std::make_shared<nn::ReLU<double>>());  // position 1
+  auto head = std::make_shared<nn::Sequential<double>>();
+  head->add("out", std::make_shared<nn::Dense<double>>(4, 2));
+  net.add("head", head);
+  CHECK(names_of(net.named_parameters()) ==
+        std::vector<std::string>{"encoder.weight", "encoder.bias", "head.out.weight",
+                                 "head.out.bias"});
+  CHECK(net.at(2).path() == "head");
+  CHECK(head->at(0).path() == "head.out");
+  CHECK(net.at(0).label() == "encoder (Dense(3 -> 4))");
+
+  // PyTorch's rules for a local name: non-empty, no '.', not taken. The container is unchanged
+  // after a refused add.
+  const auto relu = std::make_shared<nn::ReLU<double>>();
+  CHECK_THROWS_WITH(net.add("encoder", relu),
+                    Equals("[gradscope.value] Sequential::add('encoder'): a child module already "
+                           "has that name"));
+  CHECK_THROWS_WITH(net.add("", relu), Contains("a name must not be empty"));
+  CHECK_THROWS_WITH(net.add("a.b", relu), Contains("must not contain '.'"));
+  CHECK_THROWS_WITH(head->add("out", relu),
+                    Equals("[gradscope.value] Sequential::add('out') in 'head': a child module "
+                           "already has that name"));
+  // An unnamed add is named by its position, which may be taken by a name given earlier.
+  nn::Sequential<double> mixed;
+  mixed.add("1", relu);
+  CHECK_THROWS_WITH(mixed.add(std::make_shared<nn::Tanh<double>>()),
+                    Contains("Sequential::add('1'): a child module already has that name"));
+  CHECK(net.size() == 3);
+  CHECK(mixed.size() == 1);
+  CHECK(relu->path() == "1");
+  CHECK_THROWS_AS(net.add("x", nullptr), gs::UsageError);
+
+  // A module tree has no cycles: a module cannot be its own descendant.
+  auto outer = std::make_shared<nn::Sequential<double>>();
+  auto inner = std::make_shared<nn::Sequential<double>>();
+  outer->add(inner);
+  CHECK_THROWS_WITH(inner->add(outer), Contains("the module is this one or contains it"));
+  CHECK_THROWS_AS(outer->add(outer), gs::UsageError);
+  CHECK(inner->size() == 0);
+}
+
+TEST_CASE("register_parameter, register_buffer and register_module check local names",
+          "[nn][module][names]") {
+  Registrar m;
+  m.register_parameter("w", a_parameter());
+  m.register_buffer("stat", gs::Tensor<double>::zeros(1, 2));
+  m.register_module("child", std::make_shared<nn::ReLU<double>>());
+  CHECK_THROWS_WITH(m.register_parameter("w", a_parameter()),
+                    Equals("[gradscope.value] register_parameter('w'): a parameter of this "
+                           "module already has that name"));
+  CHECK_THROWS_WITH(m.register_buffer("w", gs::Tensor<double>::zeros(1, 1)),
+                    Contains("a parameter of this module already has that name"));
+  CHECK_THROWS_WITH(m.register_parameter("stat", a_parameter()),
+                    Contains("a buffer of this module already has that name"));
+  CHECK_THROWS_WITH(m.register_module("stat", std::make_shared<nn::ReLU<double>>()),
+                    Contains("a buffer of this module already has that name"));
+  CHECK_THROWS_WITH(m.register_parameter("child", a_parameter()),
+                    Contains("a child module already has that name"));
+  CHECK_THROWS_WITH(m.register_parameter("", a_parameter()), Contains("must not be empty"));
+  CHECK_THROWS_WITH(m.register_buffer("a.b", gs::Tensor<double>::zeros(1, 1)),
+                    Contains("register_buffer('a.b'): a name must not contain '.'"));
+  CHECK(names_of(m.named_parameters()) == std::vector<std::string>{"w"});
+  CHECK(names_of(m.named_buffers()) == std::vector<std::string>{"stat"});
+  CHECK(m.children().size() == 1);
+}
+
+TEST_CASE("layer sizes are checked before anything is allocated", "[nn][module][errors]") {
+  CHECK_THROWS_WITH(nn::Dense<float>(-3, 4), Contains("Dense: needs positive sizes, got -3 -> 4"));
+  CHECK_THROWS_AS(nn::Dense<float>(4, 0), gs::ValueError);
+  // [out, in] floats beyond any array: a ValueError, not std::bad_alloc.
+  const gs::Index big = gs::Index{1} << 40;
+  CHECK_THROWS_WITH(nn::Dense<float>(big, big), Contains("Dense (weight [out, in]): size "
+                                                         "1099511627776 x 1099511627776 is too "
+                                                         "large"));
+  CHECK_THROWS_WITH(nn::BatchNorm<double>(-2), Contains("BatchNorm: needs a positive number of "
+                                                        "features, got -2"));
+  CHECK_THROWS_WITH(nn::BatchNorm<double>(std::numeric_limits<gs::Index>::max()),
+                    Contains("BatchNorm: size 1 x 9223372036854775807 is too large"));
+  CHECK_THROWS_WITH(nn::residual_block<double>(0), Contains("residual_block: width must be > 0, "
+                                                            "got 0"));
+  CHECK_THROWS_WITH(nn::residual_block<double>(-5, {.kind = nn::ResidualKind::post}),
+                    Contains("got -5"));
+  nn::Sequential<double> net;
+  net.add<nn::Dense>(3, 2);
+  CHECK_THROWS_WITH(net.summary(-1), Contains("summary: input_features must be >= 0"));
+}
+
+TEST_CASE("residual_block draws its weights from the generator it is given",
+          "[nn][module][residual]") {
+  for (const auto kind : {nn::ResidualKind::pre, nn::ResidualKind::post}) {
+    gs::Rng a(5), b(5), c(6);
+    const auto default_before = gs::default_rng();
+    const auto x = nn::residual_block<double>(6, a, {.kind = kind});
+    const auto y = nn::residual_block<double>(6, {.kind = kind}, &b);
+    const auto z = nn::residual_block<double>(6, c, {.kind = kind});
+    // The default generator was not touched.
+    auto copy = default_before;
+    CHECK(gs::default_rng().next_u64() == copy.next_u64());
+    const auto px = x->parameters(), py = y->parameters(), pz = z->parameters();
+    REQUIRE(px.size() == py.size());
+    bool differ = false;
+    for (std::size_t i = 0; i < px.size(); ++i) {
+      CHECK(px[i].to_matrix() == py[i].to_matrix());
+      differ |= px[i].to_matrix() != pz[i].to_matrix();
+    }
+    CHECK(differ);
+    CHECK(a.next_u64() == b.next_u64());  // both generators advanced alike
+  }
 }

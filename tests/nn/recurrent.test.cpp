@@ -428,3 +428,72 @@ TEST_CASE("Embedding looks rows up and passes the gradient check", "[nn][recurre
   INFO(report.str());
   CHECK(report.ok);
 }
+
+TEST_CASE(
+    "time steps: the recurrent views carry dL/dh_t through the recurrence alone, the cells "
+    "their gates",
+    "[nn][recurrent][time]") {
+  gs::Rng rng(12);
+  const Index B = 3, I = 2, H = 4, steps = 5;
+  for (const auto kind : {nn::CellKind::lstm, nn::CellKind::gru, nn::CellKind::rnn}) {
+    nn::Recurrent<double> net(kind, I, H, {.rng = &rng});
+    INFO(net.describe());
+    gs::Tape<double> tape;
+    const M w = nn_test::randn(B, steps * H, rng);
+    const auto y = net(T(nn_test::randn(B, steps * I, rng)));
+    const auto& ts = net.time_steps();
+    REQUIRE(ts.outputs.size() == steps);
+    REQUIRE(ts.recurrent.size() == steps - 1);
+    REQUIRE(ts.cells.size() == steps);
+    std::vector<M> total(steps), recurrent(steps - 1);
+    std::vector<gs::HookHandle> hooks;
+    for (std::size_t t = 0; t < steps; ++t) {
+      auto h = ts.outputs[t];
+      hooks.push_back(h.register_hook([&total, t](const auto& g) { total[t] = g; }));
+      if (t + 1 < steps) {
+        auto r = ts.recurrent[t];
+        hooks.push_back(r.register_hook([&recurrent, t](const auto& g) { recurrent[t] = g; }));
+      }
+    }
+    tape.backward(gs::sum(gs::mul(y, T(w))));  // dL/dy = w: every step's output is read
+    for (std::size_t t = 0; t + 1 < steps; ++t) {
+      // total = through the output (w's block of step t) + through the recurrence
+      const M through_output = w.middleCols(static_cast<Index>(t) * H, H);
+      CHECK((total[t] - recurrent[t] - through_output).cwiseAbs().maxCoeff() < 1e-12);
+    }
+    CHECK((total[steps - 1] - w.rightCols(H)).cwiseAbs().maxCoeff() < 1e-12);
+    // The gates: the carried fraction is the mean of the forget gate (LSTM) or update gate (GRU).
+    const double carry = net.carry_gate_mean();
+    if (kind == nn::CellKind::rnn) {
+      CHECK(std::isnan(carry));
+      CHECK(gs::cell_gates(ts.cells[0]).size() == 0);
+      continue;
+    }
+    double sum = 0;
+    for (const auto& c : ts.cells) {
+      const auto g = gs::cell_gates(c);
+      REQUIRE(g.rows() == B);
+      REQUIRE(g.cols() == (kind == nn::CellKind::lstm ? 5 : 3) * H);
+      sum += g.middleCols(H, H).sum();
+    }
+    CHECK(carry == Approx(sum / double(steps * B * H)).epsilon(1e-12));
+    CHECK(carry > 0);
+    CHECK(carry < 1);
+  }
+  // Evaluated without a tape, the gates are not kept.
+  nn::LSTM<double> lstm(I, H);
+  lstm(T(nn_test::randn(B, steps * I, rng)));
+  CHECK(std::isnan(lstm.carry_gate_mean()));
+  CHECK_THROWS_AS(lstm.time_steps(1), gs::UsageError);
+}
+
+TEST_CASE("recurrent layers refuse sizes no array could hold", "[nn][recurrent][errors]") {
+  const Index huge = Index(1) << 62;
+  CHECK_THROWS_AS(nn::LSTM<float>(3, huge), gs::ValueError);
+  CHECK_THROWS_AS(nn::GRU<float>(huge, 4), gs::ValueError);
+  CHECK_THROWS_AS(nn::RNN<float>(-3, 4), gs::ValueError);
+  CHECK_THROWS_AS(nn::LSTMCell<float>(3, huge), gs::ValueError);
+  CHECK_THROWS_AS(nn::Embedding<float>(1000, huge), gs::ValueError);
+  CHECK_THROWS_WITH(nn::GRU<float>(Index(1) << 40, Index(1) << 30),
+                    Catch::Contains("GRU") && Catch::Contains("too large"));
+}

@@ -8,6 +8,7 @@
 #include <gradscope/gradscope.hpp>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -829,4 +830,302 @@ TEST_CASE("Centered RMSprop stays finite when the gradient is constant", "[optim
   }
   INFO("first non-finite parameter at step " << first_nan);
   CHECK(first_nan == 0);
+}
+
+TEST_CASE("Optimisers reject non-finite and meaningless options, naming the field",
+          "[optim][errors]") {
+  auto params = make_params();
+  using Catch::Contains;
+  using opt::SGD, opt::Adam, opt::AdamW, opt::RMSprop;
+  // Each bad value with the field its message must name.
+  CHECK_THROWS_WITH(SGD<double>(params, {.lr = inf}),
+                    Contains("SGD: learning rate") && Contains("inf"));
+  CHECK_THROWS_WITH(Adam<double>(params, {.lr = -inf}), Contains("Adam: learning rate"));
+  CHECK_THROWS_WITH(RMSprop<double>(params, {.lr = qnan}), Contains("RMSprop: learning rate"));
+  for (double bad : {-0.1, 1.0, 1.5, inf, qnan}) {
+    INFO("momentum " << bad);
+    CHECK_THROWS_WITH(SGD<double>(params, {.momentum = bad}), Contains("SGD: momentum"));
+    CHECK_THROWS_WITH(RMSprop<double>(params, {.momentum = bad}), Contains("RMSprop: momentum"));
+  }
+  for (double bad : {-0.1, 1.5, inf, qnan}) {
+    INFO("dampening " << bad);
+    CHECK_THROWS_WITH(SGD<double>(params, {.momentum = 0.9, .dampening = bad}),
+                      Contains("SGD: dampening"));
+  }
+  for (double bad : {-1.0, inf, qnan}) {
+    INFO("regularisation " << bad);
+    CHECK_THROWS_WITH(SGD<double>(params, {.weight_decay = bad}), Contains("SGD: weight_decay"));
+    CHECK_THROWS_WITH(SGD<double>(params, {.l1 = bad}), Contains("SGD: l1"));
+    CHECK_THROWS_WITH(Adam<double>(params, {.weight_decay = bad}), Contains("Adam: weight_decay"));
+    CHECK_THROWS_WITH(AdamW<double>(params, {.weight_decay = bad}),
+                      Contains("AdamW: weight_decay"));
+    CHECK_THROWS_WITH(Adam<double>(params, {.l1 = bad}), Contains("Adam: l1"));
+    CHECK_THROWS_WITH(RMSprop<double>(params, {.weight_decay = bad}),
+                      Contains("RMSprop: weight_decay"));
+    CHECK_THROWS_WITH(RMSprop<double>(params, {.l1 = bad}), Contains("RMSprop: l1"));
+  }
+  for (double bad : {-0.1, 1.0, inf, qnan}) {
+    INFO("beta / alpha " << bad);
+    CHECK_THROWS_WITH(Adam<double>(params, {.beta1 = bad}),
+                      Contains("Adam: beta1 must be finite and in [0, 1)"));
+    CHECK_THROWS_WITH(AdamW<double>(params, {.beta2 = bad}), Contains("AdamW: beta2"));
+    CHECK_THROWS_WITH(RMSprop<double>(params, {.alpha = bad}), Contains("RMSprop: alpha"));
+  }
+  for (double bad : {0.0, -1e-8, inf, qnan}) {
+    INFO("eps " << bad);
+    CHECK_THROWS_WITH(Adam<double>(params, {.eps = bad}),
+                      Contains("Adam: eps must be finite and > 0"));
+    CHECK_THROWS_WITH(RMSprop<double>(params, {.eps = bad}), Contains("RMSprop: eps"));
+  }
+  // The values at the edges of the domains are accepted.
+  CHECK_NOTHROW(SGD<double>(params, {.lr = 0, .momentum = 0.999, .dampening = 1}));
+  CHECK_NOTHROW(Adam<double>(params, {.beta1 = 0, .beta2 = 0, .eps = 1e-300}));
+  CHECK_NOTHROW(RMSprop<double>(params, {.alpha = 0}));
+  // Group settings and schedules' rates are checked too.
+  for (double bad : {-1.0, inf, qnan}) {
+    INFO("lr_scale " << bad);
+    CHECK_THROWS_WITH(
+        SGD<double>(std::vector<opt::ParamGroup<double>>{{.params = params, .lr_scale = bad}}, {}),
+        Contains("group 0: lr_scale"));
+  }
+  SGD<double> o(params);
+  CHECK_THROWS_WITH(o.set_lr(inf), Contains("learning rate must be finite"));
+  CHECK(o.lr() == 0.01);
+}
+
+TEST_CASE("A parameter given twice, or no parameter at all, is an error", "[optim][errors]") {
+  // PyTorch raises for both: a duplicate would be updated twice per step, and an optimiser of
+  // nothing would count steps while training nothing.
+  auto params = make_params();
+  using opt::SGD, opt::Adam;
+  const auto copy_of_bias = params[1];  // the same storage under another handle
+  CHECK_THROWS_WITH(SGD<double>({params[0], params[1], copy_of_bias}),
+                    Catch::Contains("parameter 1 ('net.0.bias') is given again as parameter 2"));
+  CHECK_THROWS_AS(Adam<double>({params[0], params[0]}), gs::ValueError);
+  // Across groups too.
+  CHECK_THROWS_WITH(
+      Adam<double>(
+          std::vector<opt::ParamGroup<double>>{{.params = params}, {.params = {params[0]}}}, {}),
+      Catch::Contains("'net.0.weight'") && Catch::Contains("given again"));
+  // Two distinct parameters may share a name.
+  auto a = optim_test::parameter(Mat::Zero(1, 2), 1, "w");
+  auto b = optim_test::parameter(Mat::Zero(1, 2), 1, "w");
+  CHECK_NOTHROW(SGD<double>({a, b}));
+  // Nothing to optimise.
+  CHECK_THROWS_WITH(SGD<double>(std::vector<gs::Tensor<double>>{}),
+                    Catch::Contains("no parameters"));
+  CHECK_THROWS_AS(Adam<double>(std::vector<opt::ParamGroup<double>>{{}, {}}, {}), gs::ValueError);
+  gs::nn::Sequential<double> no_params;
+  no_params.add<gs::nn::ReLU>();
+  CHECK_THROWS_AS(SGD<double>(no_params.parameters()), gs::ValueError);
+}
+
+namespace {
+/// A float parameter of n elements, all `value`, with gradient `grad`.
+gs::Tensor<float> float_param(Eigen::Index n, float value, float grad, const std::string& name) {
+  auto p = optim_test::parameter<float>(gs::Matrix<float>::Constant(1, n, value), 1, name);
+  p.mutable_grad().setConstant(grad);
+  return p;
+}
+/// Every value and state buffer of an optimiser, to compare bit for bit.
+std::vector<gs::Matrix<float>> snapshot(opt::Optimizer<float>& o) {
+  std::vector<gs::Matrix<float>> out;
+  for (const auto& p : o.parameters()) out.emplace_back(p.value());
+  for (const auto& s : o.named_state()) out.emplace_back(s.tensor.value());
+  return out;
+}
+bool same_bits(const std::vector<gs::Matrix<float>>& a, const std::vector<gs::Matrix<float>>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (!optim_test::identical(a[i], b[i])) return false;
+  return true;
+}
+}  // namespace
+
+TEST_CASE("step() refuses an update that would make finite values non-finite",
+          "[optim][nonfinite]") {
+  // Finite gradients, but the update overflows float: an enormous learning rate, a squared
+  // gradient beyond 3.4e38, a momentum buffer or decoupled decay that grows past it. Before,
+  // the step wrote Inf or NaN into the weights (or the state) and reported success.
+  using Params = std::vector<gs::Tensor<float>>;
+  struct Case {
+    const char* what;
+    std::function<std::unique_ptr<opt::Optimizer<float>>(Params)> make;
+    float others_value, others_grad;  // every element but the last of parameter big.1
+    float grad;                       // the last element's gradient (its value is 1)
+    int good_steps;                   // steps that stay finite before the overflowing one
+    const char* named;                // what the message names
+  };
+  const std::vector<Case> cases = {
+      {"SGD, lr 1e30",
+       [](Params p) {
+         return std::make_unique<opt::SGD<float>>(p, opt::SGDOptions<float>{.lr = 1e30f});
+       },
+       0.5f, 1e-3f, 1e10f, 0, "parameter 'big.1'"},
+      {"SGD momentum, a buffer past 3.4e38",
+       [](Params p) {
+         return std::make_unique<opt::SGD<float>>(
+             p, opt::SGDOptions<float>{.lr = 1e-30f, .momentum = 0.9f});
+       },
+       0.5f, 1e-3f, 3e38f, 1, "the momentum_buffer of parameter 'big.1'"},
+      {"Adam, a squared gradient past 3.4e38",
+       [](Params p) { return std::make_unique<opt::Adam<float>>(p, opt::AdamOptions<float>{}); },
+       0.5f, 1e-3f, 3e19f, 0, "the exp_avg_sq of parameter 'big.1'"},
+      {"AdamW, decoupled decay 1e30 (1 -> -1e30 -> 1e60)",
+       [](Params p) {
+         return std::make_unique<opt::AdamW<float>>(
+             std::vector<opt::ParamGroup<float>>{{.params = std::move(p), .regularize = true}},
+             opt::AdamOptions<float>{.lr = 1, .weight_decay = 1e30f});
+       },
+       0.0f, 0.0f, 1, 1, "parameter 'big.1'"},
+      {"RMSprop, a squared gradient past 3.4e38",
+       [](Params p) {
+         return std::make_unique<opt::RMSprop<float>>(p, opt::RMSpropOptions<float>{});
+       },
+       0.5f, 1e-3f, 3e19f, 0, "the square_avg of parameter 'big.1'"},
+  };
+  const auto policy =
+      GENERATE(opt::NonFinite::error, opt::NonFinite::skip, opt::NonFinite::proceed);
+  for (const auto& c : cases) {
+    INFO(c.what << ", policy " << static_cast<int>(policy));
+    // Parameter big.0 is harmless and spans several chunks; big.1 overflows in its last chunk
+    // only, after big.0 and its own first chunks were computed: a refused step must leave those
+    // untouched too.
+    const Eigen::Index n = 2500;
+    auto p0 = float_param(n, c.others_value, c.others_grad, "big.0");
+    auto p1 = float_param(n, c.others_value, c.others_grad, "big.1");
+    p1.mutable_grad()(0, n - 1) = c.grad;
+    p1.mutable_value()(0, n - 1) = 1;
+    auto o = c.make({p0, p1});
+    o->set_non_finite_policy(policy);
+    for (int s = 0; s < c.good_steps; ++s) REQUIRE(o->step());
+    const auto before = snapshot(*o);
+    for (const auto& m : before) REQUIRE(m.allFinite());
+    const auto steps = o->steps();
+    switch (policy) {
+      case opt::NonFinite::error:
+        try {
+          o->step();
+          FAIL("no NumericalError");
+        } catch (const gs::NumericalError& e) {
+          CHECK_THAT(e.what(), Catch::Contains(std::string("would make ") + c.named) &&
+                                   Catch::Contains("[2500]") &&
+                                   Catch::Contains("the step was not applied"));
+          CHECK(e.op() == o->kind() + ".step");
+          CHECK(e.label() == "big.1");
+        }
+        CHECK(same_bits(snapshot(*o), before));
+        CHECK(o->steps() == steps);
+        break;
+      case opt::NonFinite::skip:
+        CHECK_FALSE(o->step());
+        CHECK(same_bits(snapshot(*o), before));
+        CHECK(o->steps() == steps);
+        CHECK(o->skipped_steps() == 1);
+        break;
+      case opt::NonFinite::proceed: {
+        CHECK_FALSE(o->step());
+        CHECK(o->steps() == steps + 1);
+        CHECK(o->non_finite_steps() == 1);
+        bool any_non_finite = false;
+        for (const auto& m : snapshot(*o)) any_non_finite |= !m.allFinite();
+        CHECK(any_non_finite);
+        break;
+      }
+    }
+  }
+}
+
+TEST_CASE("step() does not blame an update for values that were already non-finite",
+          "[optim][nonfinite]") {
+  // A weight set to NaN by hand (or by an earlier NonFinite::proceed step) stays NaN: that is
+  // not this step's doing, so the step is applied and reports success.
+  auto p = float_param(3, 0.5f, 0.1f, "w");
+  p.mutable_value()(0, 1) = std::numeric_limits<float>::quiet_NaN();
+  opt::Adam<float> o({p}, {.lr = 0.1f});
+  CHECK(o.step());
+  CHECK(o.steps() == 1);
+  CHECK(p.value()(0, 0) < 0.5f);
+  CHECK(std::isnan(p.value()(0, 1)));
+}
+
+TEST_CASE("Updates of parameters larger than a chunk match the reference", "[optim]") {
+  // The updates run 1024 elements at a time; a parameter of 2 x 1500 crosses chunk boundaries
+  // mid-row. Each element gets the scalar reference's update (same rule as the 3-step tests).
+  const Eigen::Index rows = 2, cols = 1500;
+  Mat w0(rows, cols), g(rows, cols);
+  gs::Rng rng(5);
+  for (Eigen::Index i = 0; i < w0.size(); ++i) {
+    w0.data()[i] = rng.uniform(-1, 1);
+    g.data()[i] = rng.uniform(-2, 2);
+  }
+  auto check = [&](auto make, auto ref) {
+    auto w = optim_test::parameter(w0, 2, "w");
+    auto o = make(w);
+    Flat x{w0};
+    for (int t = 1; t <= 3; ++t) {
+      w.mutable_grad() = g * static_cast<double>(t);
+      REQUIRE(o->step());
+      ref.setup = Setup{{true}, {1.0}};
+      ref.step(t, x, {Mat(g * static_cast<double>(t))});
+    }
+    CHECK(max_abs_diff(w.value(), x[0]) <= tolerance);
+  };
+  check(
+      [](auto& w) {
+        return std::make_unique<opt::SGD<double>>(
+            std::vector<gs::Tensor<double>>{w},
+            opt::SGDOptions<double>{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.1, .l1 = 0.01});
+      },
+      RefSgd{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.1, .l1 = 0.01});
+  check(
+      [](auto& w) {
+        return std::make_unique<opt::AdamW<double>>(
+            std::vector<gs::Tensor<double>>{w},
+            opt::AdamOptions<double>{.lr = 0.1, .weight_decay = 0.1});
+      },
+      RefAdam{.lr = 0.1, .weight_decay = 0.1, .decoupled = true});
+  check(
+      [](auto& w) {
+        return std::make_unique<opt::RMSprop<double>>(
+            std::vector<gs::Tensor<double>>{w},
+            opt::RMSpropOptions<double>{
+                .lr = 0.01, .momentum = 0.9, .centered = true, .weight_decay = 0.1});
+      },
+      RefRmsprop{.lr = 0.01, .momentum = 0.9, .centered = true, .weight_decay = 0.1});
+}
+
+TEST_CASE("step() checks against the state and weights as they are now", "[optim][nonfinite]") {
+  // Usually step() rules an overflow out from magnitudes: the largest |gradient| and |weight|,
+  // read each step, and bounds on the state carried from step to step. State written through
+  // named_state() (a checkpoint load) and weights written by hand must be taken into account.
+  SECTION("state loaded between steps") {
+    auto p = float_param(10, 0.5f, 1e-3f, "w");
+    opt::Adam<float> o({p}, {.lr = 10});
+    REQUIRE(o.step());
+    for (auto& s : o.named_state())
+      if (s.name == "w.exp_avg") s.tensor.mutable_value()(0, 3) = 3e38f;  // |m / eps| overflows
+    o.state_loaded();
+    const auto before = snapshot(o);
+    CHECK_THROWS_WITH(o.step(), Catch::Contains("would make parameter 'w'"));
+    CHECK(same_bits(snapshot(o), before));
+  }
+  SECTION("a learning rate of 0 does not hide an overflowing decay term") {
+    // g + wd p = 1e40 is Inf in float, and 0 * Inf is NaN.
+    auto p = optim_test::parameter<float>(gs::Matrix<float>::Constant(2, 2, 1e10f), 2, "w");
+    p.mutable_grad().setConstant(1);
+    opt::SGD<float> o({p}, {.lr = 0, .weight_decay = 1e30f});
+    CHECK_THROWS_WITH(o.step(), Catch::Contains("would make parameter 'w'"));
+    CHECK(p.value()(0, 0) == 1e10f);
+  }
+  SECTION("a weight set by hand between steps") {
+    auto p = float_param(10, 0.5f, -1e38f, "w");
+    opt::SGD<float> o({p}, {.lr = 1});
+    p.mutable_grad().setConstant(-1e-3f);
+    REQUIRE(o.step());
+    p.mutable_value()(0, 7) = 3e38f;
+    p.mutable_grad()(0, 7) = -1e38f;  // 3e38 + 1e38 is beyond float
+    CHECK_THROWS_WITH(o.step(), Catch::Contains("step 2 would make parameter 'w'"));
+    CHECK(p.value()(0, 7) == 3e38f);
+  }
 }

@@ -127,3 +127,58 @@ TEST_CASE("ArgParser: bad option names are programming errors", "[util][cli]") {
   p.option("--v", v, "");
   CHECK_THROWS_AS(p.option("--v", v, ""), std::invalid_argument);
 }
+
+TEST_CASE("ArgParser: every floating-point option rejects non-finite values", "[util][cli]") {
+  // from_chars accepts "inf", "nan" and "infinity"; a training program has no use for them (an
+  // infinite learning rate writes non-finite weights in one step), so the parser refuses them
+  // for every float, double and list of them, checked or not, naming the option.
+  double d = 1, checked = 1;
+  float f = 1;
+  std::vector<double> list = {1};
+  std::vector<float> flist = {1};
+  ArgParser p("x");
+  p.option("--d", d, "");
+  p.option("--checked", checked, "").non_negative();
+  p.option("--f", f, "");
+  p.option("--list", list, "");
+  p.option("--flist", flist, "").range(-5, 5);
+  auto error = [&](std::vector<std::string> args) {
+    try {
+      p.parse(args);
+    } catch (const ArgError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  for (const char* name : {"--d", "--checked", "--f", "--list", "--flist"})
+    for (const char* bad :
+         {"inf", "-inf", "+inf", "nan", "-nan", "NaN", "INF", "infinity", "nan(123)"}) {
+      INFO(name << ' ' << bad);
+      CHECK_THAT(error({name, bad}),
+                 Contains(std::string(name) + ": expected a finite number") && Contains(bad));
+    }
+  // Beyond the type's range: named as such, with the type.
+  CHECK_THAT(error({"--d", "1e999"}), Contains("--d: '1e999' is out of the range of a double"));
+  CHECK_THAT(error({"--checked", "-1e400"}), Contains("--checked: '-1e400' is out of the range"));
+  CHECK_THAT(error({"--f", "1e39"}), Contains("--f: '1e39' is out of the range of a 32-bit float"));
+  CHECK_THAT(error({"--list", "1", "1e999"}), Contains("--list: '1e999' is out of the range"));
+  // A list is checked element by element; finite values still parse.
+  CHECK_THAT(error({"--list", "1", "nan"}), Contains("--list: expected a finite number"));
+  REQUIRE(p.parse({"--d", "1e300", "--f", "3e38", "--list", "0.5", "-2", "--flist", "1.5"}));
+  CHECK(d == 1e300);
+  CHECK(f == 3e38f);
+  CHECK(list == std::vector<double>{0.5, -2});
+  CHECK(flist == std::vector<float>{1.5f});
+  REQUIRE(p.parse({"--d", "+0.25"}));  // a leading '+', as strtod reads it
+  CHECK(d == 0.25);
+  CHECK_THAT(error({"--d", "+-1"}), Contains("--d: expected a number"));
+  // Checks quote the value as given.
+  CHECK_THAT(error({"--checked", "-0.1"}), Contains("--checked: must be non-negative, got -0.1"));
+}
+
+TEST_CASE("ArgParser: a float's default is shown as written", "[util][cli]") {
+  float lr = 1e-3f;
+  ArgParser p("x");
+  p.option("--lr", lr, "learning rate");
+  CHECK_THAT(p.help(), Contains("default 0.001)"));
+}

@@ -136,4 +136,20 @@ Tensor<T> gru_cell(const Tensor<T>& xg, const Tensor<T>& gh, const Tensor<T>& h_
   return r.finish();
 }
 
+/// The gate activations a cell recorded on a tape keeps for its backward rule: for lstm_cell
+/// [B, 5H] (i, f, g, o after their non-linearity, then tanh(c)), for gru_cell [B, 3H] (r, z, n).
+/// Empty (0 x 0) for any other tensor, or a cell evaluated without recording (eagerly, or with no
+/// input needing a gradient). Valid until the tape is reset.
+template <Scalar T>
+ConstMatrixMap<T> cell_gates(const Tensor<T>& cell) {
+  Tape<T>* tape = cell.tape();
+  if (!tape) return {nullptr, 0, 0};
+  tape->check_live(cell, "cell_gates");
+  const auto& n = tape->node(cell.node_index());
+  const T* gates = static_cast<const T*>(n.aux);
+  if (n.op == detail::Op::lstm_cell && gates) return {gates, n.rows / 2, 5 * n.cols};
+  if (n.op == detail::Op::gru_cell && gates) return {gates, n.rows, 3 * n.cols};
+  return {nullptr, 0, 0};
+}
+
 }  // namespace gradscope

@@ -1,7 +1,9 @@
 #pragma once
 /// A small, seedable random number generator whose stream is identical on every platform.
 
+#include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <numbers>
 
@@ -14,6 +16,24 @@ namespace gradscope {
 class Rng {
  public:
   explicit Rng(std::uint64_t seed = 0x9E3779B97F4A7C15ull) { this->seed(seed); }
+
+  /// The generator's complete state: where its stream is (for checkpoints; see io::RunState).
+  struct State {
+    std::array<std::uint64_t, 4> words{};  ///< xoshiro256**'s state, never all zero
+    double spare = 0.0;                    ///< the cached second normal of a Box-Muller pair
+    bool has_spare = false;
+  };
+  /// The current state: set_state(state()) later continues the stream from here.
+  State state() const noexcept {
+    return {{state_[0], state_[1], state_[2], state_[3]}, spare_, has_spare_};
+  }
+  /// Continues the stream from a state() (all-zero words are not a state: the generator would
+  /// return zeros forever; callers reading states from files check that first).
+  void set_state(const State& s) noexcept {
+    for (std::size_t i = 0; i < 4; ++i) state_[i] = s.words[i];
+    spare_ = s.spare;
+    has_spare_ = s.has_spare;
+  }
 
   /// Restarts the stream from `seed`.
   void seed(std::uint64_t seed) {

@@ -1,6 +1,8 @@
 #pragma once
 /// Tensor<T>: a handle to a value recorded on a Tape, or to persistent storage (data, parameters).
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -26,6 +28,28 @@ template <Scalar T>
 Tape<T>*& current_tape() noexcept {
   static thread_local Tape<T>* tape = nullptr;
   return tape;
+}
+
+[[noreturn, gnu::cold, gnu::noinline]] inline void throw_bad_extent(const char* what, Index rows,
+                                                                    Index cols,
+                                                                    std::size_t element_bytes) {
+  if (rows < 0 || cols < 0)
+    throw ValueError(cat(what, ": negative size ", rows, " x ", cols, " (sizes must be >= 0)"));
+  throw ValueError(cat(what, ": size ", rows, " x ", cols, " is too large (the ", element_bytes,
+                       "-byte elements would need more than ", PTRDIFF_MAX,
+                       " bytes, the largest array this platform can address)"));
+}
+
+/// Throws ValueError unless `rows` x `cols` elements of T can exist: both sizes non-negative and
+/// their byte count representable (rows * cols * sizeof(T) <= PTRDIFF_MAX, which also keeps
+/// rows * cols within Index). `what` names the caller in the message ("Tensor::zeros",
+/// "Dense"). Zero sizes are valid (an empty tensor); callers that need positive sizes check
+/// that themselves. Sizes that pass may still exceed the memory of the machine (std::bad_alloc).
+template <Scalar T>
+void check_extent(const char* what, Index rows, Index cols) {
+  constexpr Index max_elements = static_cast<Index>(PTRDIFF_MAX / sizeof(T));
+  if (rows < 0 || cols < 0 || (cols != 0 && rows > max_elements / cols)) [[unlikely]]
+    throw_bad_extent(what, rows, cols, sizeof(T));
 }
 }  // namespace detail
 
@@ -91,9 +115,10 @@ class Tensor {
   }
   ~Tensor() = default;
 
-  /// A rank-2 constant from nested braces: Tensor<double>{{1, 2}, {3, 4}}.
+  /// A rank-2 constant from nested braces: Tensor<double>{{1, 2}, {3, 4}}. ValueError when the
+  /// rows differ in length.
   Tensor(std::initializer_list<std::initializer_list<T>> rows)
-      : Tensor(Matrix<T>(rows), 2, false) {}
+      : Tensor(from_rows(rows), 2, false) {}
 
   /// A rank-2 constant copied from any Eigen matrix expression.
   template <class Derived>
@@ -109,17 +134,20 @@ class Tensor {
     set_requires_grad(requires_grad);
   }
 
-  /// A persistent tensor of `shape` filled with `fill`.
-  static Tensor full(Shape shape, T fill) {
-    return Tensor(Matrix<T>::Constant(shape.rows, shape.cols, fill), shape.rank, false);
-  }
+  /// A persistent tensor of `shape` filled with `fill`. The factories that take sizes throw
+  /// ValueError for a negative size or one whose bytes no array could hold.
+  static Tensor full(Shape shape, T fill) { return filled("Tensor::full", shape, fill); }
   static Tensor full(Index rows, Index cols, T fill) {
-    return full(Shape::matrix(rows, cols), fill);
+    return filled("Tensor::full", Shape::matrix(rows, cols), fill);
   }
-  static Tensor zeros(Index rows, Index cols) { return full(rows, cols, T(0)); }
-  static Tensor zeros(Shape shape) { return full(shape, T(0)); }
-  static Tensor ones(Index rows, Index cols) { return full(rows, cols, T(1)); }
-  static Tensor ones(Shape shape) { return full(shape, T(1)); }
+  static Tensor zeros(Index rows, Index cols) {
+    return filled("Tensor::zeros", Shape::matrix(rows, cols), T(0));
+  }
+  static Tensor zeros(Shape shape) { return filled("Tensor::zeros", shape, T(0)); }
+  static Tensor ones(Index rows, Index cols) {
+    return filled("Tensor::ones", Shape::matrix(rows, cols), T(1));
+  }
+  static Tensor ones(Shape shape) { return filled("Tensor::ones", shape, T(1)); }
   /// A rank-0 tensor.
   static Tensor scalar(T v) { return full(Shape::scalar(), v); }
   /// A rank-1 tensor (a row vector).
@@ -131,6 +159,7 @@ class Tensor {
   }
   /// Normal draws with the given mean and standard deviation, from `rng`.
   static Tensor randn(Shape shape, Rng& rng, T mean = 0, T stddev = 1) {
+    check_shape("Tensor::randn", shape);
     Matrix<T> m(shape.rows, shape.cols);
     for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(rng.normal(mean, stddev));
     return Tensor(std::move(m), shape.rank, false);
@@ -140,6 +169,7 @@ class Tensor {
   }
   /// Uniform draws in [a, b), from `rng`.
   static Tensor uniform(Shape shape, Rng& rng, T a = 0, T b = 1) {
+    check_shape("Tensor::uniform", shape);
     Matrix<T> m(shape.rows, shape.cols);
     for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(rng.uniform(a, b));
     return Tensor(std::move(m), shape.rank, false);
@@ -272,10 +302,22 @@ class Tensor {
       : tape_(tape), index_(index), generation_(generation) {}
 
   static void check_rank(Index rows, Index cols, int rank) {
+    if (rows < 0 || cols < 0) [[unlikely]]
+      throw_bad_extent("tensor", rows, cols);
     if (rank < 0 || rank > 2 || (rank == 0 && (rows != 1 || cols != 1)) || (rank == 1 && rows != 1))
         [[unlikely]]
       throw_bad_rank(rows, cols, rank);
   }
+  // A factory's shape: sizes first (before anything is allocated), then the rank.
+  static void check_shape(const char* what, const Shape& s) {
+    detail::check_extent<T>(what, s.rows, s.cols);
+    check_rank(s.rows, s.cols, s.rank);
+  }
+  static Tensor filled(const char* what, const Shape& shape, T fill) {
+    check_shape(what, shape);
+    return Tensor(Matrix<T>::Constant(shape.rows, shape.cols, fill), shape.rank, false);
+  }
+  static Matrix<T> from_rows(std::initializer_list<std::initializer_list<T>> rows);
   void require_defined(const char* what) const {
     if (!defined()) [[unlikely]]
       throw_undefined(what);
@@ -288,6 +330,9 @@ class Tensor {
   // checks above are inlined into every op, their messages need not be.
   [[noreturn, gnu::cold, gnu::noinline]] static void throw_bad_rank(Index rows, Index cols,
                                                                     int rank);
+  [[noreturn]] static void throw_bad_extent(const char* what, Index rows, Index cols) {
+    detail::throw_bad_extent(what, rows, cols, sizeof(T));
+  }
   [[noreturn, gnu::cold, gnu::noinline]] static void throw_undefined(const char* what);
   [[noreturn, gnu::cold, gnu::noinline]] static void throw_not_persistent(const char* what);
   [[noreturn, gnu::cold, gnu::noinline]] void throw_not_single() const;
@@ -304,6 +349,23 @@ template <Scalar T>
 void Tensor<T>::throw_bad_rank(Index rows, Index cols, int rank) {
   throw ShapeError(detail::cat("tensor: rank ", rank, " cannot hold a ", rows, " x ", cols,
                                " value (rank 0 is 1 x 1, rank 1 is 1 x n)"));
+}
+template <Scalar T>
+Matrix<T> Tensor<T>::from_rows(std::initializer_list<std::initializer_list<T>> rows) {
+  // Eigen's own nested-list constructor only asserts equal lengths, and writes past the end of
+  // its storage in a release build when a later row is longer.
+  const std::size_t cols = rows.size() ? rows.begin()->size() : 0;
+  Matrix<T> m(static_cast<Index>(rows.size()), static_cast<Index>(cols));
+  Index i = 0;
+  for (const auto& row : rows) {
+    if (row.size() != cols)
+      throw ValueError(detail::cat("tensor: row ", i, " of the braces has ", row.size(),
+                                   " values, row 0 has ", cols, " (rows must have equal lengths)"));
+    Index j = 0;
+    for (T v : row) m(i, j++) = v;
+    ++i;
+  }
+  return m;
 }
 template <Scalar T>
 void Tensor<T>::throw_undefined(const char* what) {

@@ -25,7 +25,8 @@ struct Dataset {
   Index size() const noexcept { return images.rows(); }
   Index features() const noexcept { return images.cols(); }
 
-  /// The rows at the given indices, as a new dataset.
+  /// The rows at the given indices, as a new dataset. ValueError for an index outside
+  /// [0, size()).
   Dataset subset(const std::vector<Index>& rows) const;
 
   /// Splits off the last `n` rows after a seeded shuffle: {train, validation}.
@@ -40,6 +41,13 @@ struct Dataset {
 
 template <Scalar T>
 Dataset<T> Dataset<T>::subset(const std::vector<Index>& rows) const {
+  for (std::size_t k = 0; k < rows.size(); ++k)
+    if (rows[k] < 0 || rows[k] >= size())
+      throw ValueError(gradscope::detail::cat("Dataset::subset: index ", k, " is ", rows[k],
+                                              ", outside the ", size(), " rows"));
+  if (static_cast<std::size_t>(size()) != labels.size())
+    throw ValueError(gradscope::detail::cat("Dataset::subset: the dataset has ", size(),
+                                            " images but ", labels.size(), " labels"));
   Dataset d;
   d.classes = classes;
   d.image_rows = image_rows;

@@ -8,13 +8,16 @@
 #include <zlib.h>
 #endif
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../detail/file.hpp"
 
 namespace gradscope::data {
 
@@ -38,6 +41,77 @@ namespace detail {
 inline DataError idx_error(const std::string& name, std::uint64_t offset, const std::string& what) {
   return DataError("IDX file '" + name + "', byte " + std::to_string(offset) + ": " + what);
 }
+
+/// "0x0D (float)": an IDX element-type byte in hex, with the type's name when it has one.
+inline std::string idx_type_name(std::uint8_t type) {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  std::string s = "0x";
+  s += digits[type >> 4];
+  s += digits[type & 15];
+  const char* names[] = {"unsigned byte", "signed byte", nullptr, "short",
+                         "int",           "float",       "double"};
+  if (type >= 0x08 && type <= 0x0E && names[type - 0x08])
+    s.append(" (").append(names[type - 0x08]).append(")");
+  return s;
+}
+
+/// What an IDX header declares.
+struct IdxHeader {
+  std::vector<std::uint32_t> dims;
+  std::uint64_t header_bytes = 0;  ///< 4 + 4 * rank
+  std::uint64_t data_bytes = 0;    ///< the product of the dimensions
+};
+
+/// Checks the header at the start of `bytes` (which may hold only the header, or less when the
+/// file is that short): the magic number, the element type, the rank, every dimension and the
+/// declared size against the limits.
+GRADSCOPE_COMPILED_API IdxHeader parse_idx_header(std::span<const std::uint8_t> bytes,
+                                                  const std::string& name, int expected_rank,
+                                                  const IdxLimits& limits)
+#if GRADSCOPE_DATA_DECLARE_ONLY
+    ;
+#else
+{
+  if (bytes.size() < 4)
+    throw idx_error(name, bytes.size(), "file ends inside the 4-byte magic number");
+  if (bytes[0] != 0 || bytes[1] != 0)
+    throw idx_error(name, 0,
+                    "bad magic number: the first two bytes must be 0 (is this an IDX file?)");
+  if (bytes[2] != 0x08)
+    throw idx_error(name, 2,
+                    "element type " + idx_type_name(bytes[2]) +
+                        " is not supported (expected 0x08, unsigned byte)");
+  const int rank = bytes[3];
+  if (rank < 1 || rank > 4)
+    throw idx_error(name, 3, "rank " + std::to_string(rank) + " is not in 1..4");
+  if (expected_rank >= 0 && rank != expected_rank)
+    throw idx_error(name, 3,
+                    "rank is " + std::to_string(rank) + ", expected " +
+                        std::to_string(expected_rank) +
+                        (expected_rank == 1 ? " (labels, idx1)" : " (images, idx3)"));
+  IdxHeader h;
+  h.header_bytes = 4 + 4 * static_cast<std::uint64_t>(rank);
+  if (bytes.size() < h.header_bytes)
+    throw idx_error(
+        name, bytes.size(),
+        "file ends inside the dimensions (header is " + std::to_string(h.header_bytes) + " bytes)");
+  std::uint64_t count = 1;
+  for (int k = 0; k < rank; ++k) {
+    const std::size_t o = 4 + 4 * static_cast<std::size_t>(k);
+    const std::uint32_t d = (std::uint32_t{bytes[o]} << 24) | (std::uint32_t{bytes[o + 1]} << 16) |
+                            (std::uint32_t{bytes[o + 2]} << 8) | std::uint32_t{bytes[o + 3]};
+    if (d == 0) throw idx_error(name, o, "dimension " + std::to_string(k) + " is zero");
+    if (d > limits.max_bytes / count)  // count * d > max_bytes, without overflowing
+      throw idx_error(
+          name, o,
+          "declared size exceeds the limit of " + std::to_string(limits.max_bytes) + " bytes");
+    count *= d;
+    h.dims.push_back(d);
+  }
+  h.data_bytes = count;
+  return h;
+}
+#endif
 }  // namespace detail
 
 /// Parses IDX bytes (already decompressed). `name` is used in error messages. Checks the magic
@@ -51,107 +125,161 @@ GRADSCOPE_COMPILED_API IdxArray parse_idx(std::span<const std::uint8_t> bytes,
     ;
 #else
 {
-  if (bytes.size() < 4)
-    throw detail::idx_error(name, bytes.size(), "file ends inside the 4-byte magic number");
-  if (bytes[0] != 0 || bytes[1] != 0)
-    throw detail::idx_error(
-        name, 0, "bad magic number: the first two bytes must be 0 (is this an IDX file?)");
-  if (bytes[2] != 0x08)
-    throw detail::idx_error(name, 2,
-                            "element type 0x" + std::to_string(bytes[2]) +
-                                " is not supported (expected 0x08, unsigned byte)");
-  const int rank = bytes[3];
-  if (rank < 1 || rank > 4)
-    throw detail::idx_error(name, 3, "rank " + std::to_string(rank) + " is not in 1..4");
-  if (expected_rank >= 0 && rank != expected_rank)
-    throw detail::idx_error(name, 3,
-                            "rank is " + std::to_string(rank) + ", expected " +
-                                std::to_string(expected_rank) +
-                                (expected_rank == 1 ? " (labels, idx1)" : " (images, idx3)"));
-  const std::uint64_t header = 4 + 4 * static_cast<std::uint64_t>(rank);
-  if (bytes.size() < header)
-    throw detail::idx_error(
-        name, bytes.size(),
-        "file ends inside the dimensions (header is " + std::to_string(header) + " bytes)");
-  IdxArray a;
-  std::uint64_t count = 1;
-  for (int k = 0; k < rank; ++k) {
-    const std::size_t o = 4 + 4 * static_cast<std::size_t>(k);
-    const std::uint32_t d = (std::uint32_t{bytes[o]} << 24) | (std::uint32_t{bytes[o + 1]} << 16) |
-                            (std::uint32_t{bytes[o + 2]} << 8) | std::uint32_t{bytes[o + 3]};
-    if (d == 0) throw detail::idx_error(name, o, "dimension " + std::to_string(k) + " is zero");
-    count *= d;
-    if (count > limits.max_bytes)
-      throw detail::idx_error(
-          name, o,
-          "declared size exceeds the limit of " + std::to_string(limits.max_bytes) + " bytes");
-    a.dims.push_back(d);
-  }
-  const std::uint64_t have = bytes.size() - header;
-  if (have < count)
+  detail::IdxHeader h = detail::parse_idx_header(bytes, name, expected_rank, limits);
+  const std::uint64_t have = bytes.size() - h.header_bytes;
+  if (have < h.data_bytes)
     throw detail::idx_error(name, bytes.size(),
-                            "file is truncated: the dimensions declare " + std::to_string(count) +
-                                " data bytes but only " + std::to_string(have) +
-                                " follow the header");
-  if (have > count)
+                            "file is truncated: the dimensions declare " +
+                                std::to_string(h.data_bytes) + " data bytes but only " +
+                                std::to_string(have) + " follow the header");
+  if (have > h.data_bytes)
     throw detail::idx_error(
-        name, header + count,
-        std::to_string(have - count) + " unexpected bytes after the declared data");
-  a.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
+        name, h.header_bytes + h.data_bytes,
+        std::to_string(have - h.data_bytes) + " unexpected bytes after the declared data");
+  IdxArray a;
+  a.dims = std::move(h.dims);
+  a.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(h.header_bytes), bytes.end());
   return a;
 }
 #endif
 
+#if !GRADSCOPE_DATA_DECLARE_ONLY
+namespace detail {
+/// A gzFile that closes itself, and reads with the errors of the IDX reader. Private to the
+/// bodies below (defined only where they are compiled).
+class GzReader {
+ public:
+  /// Opens `path` (a regular file only: see open_regular_file), raw or gzip. `what` names it
+  /// in the messages of open errors ("IDX file 'train.gz'").
+  GzReader(const std::string& path, const std::string& what) : path_(path) {
+    const int fd = gradscope::detail::open_regular_file(path, what);
+    f_ = gzdopen(fd, "rb");
+    if (!f_) {
+      ::close(fd);
+      throw DataError("cannot open '" + path + "': zlib could not start reading it");
+    }
+  }
+  GzReader(const GzReader&) = delete;
+  GzReader& operator=(const GzReader&) = delete;
+  ~GzReader() {
+    if (f_) gzclose(f_);
+  }
+  /// Reads up to `n` bytes into `out`; fewer only at the end of the stream. `offset`: the
+  /// decompressed offset of `out`, for messages.
+  std::size_t read(std::uint8_t* out, std::size_t n, std::uint64_t offset) {
+    std::size_t got = 0;
+    while (got < n) {
+      const auto want = static_cast<unsigned>(std::min<std::size_t>(n - got, 1u << 30));
+      const int r = gzread(f_, out + got, want);
+      if (r < 0) {
+        int err = 0;
+        const std::string msg = gzerror(f_, &err);
+        throw DataError("'" + path_ + "', byte " + std::to_string(offset + got) +
+                        " of the decompressed stream: " + msg);
+      }
+      if (r == 0) break;
+      got += static_cast<std::size_t>(r);
+    }
+    return got;
+  }
+  /// Closes the stream; DataError when zlib then reports a truncated or corrupt gzip stream.
+  /// `offset`: how far the decompressed stream was read.
+  void close(std::uint64_t offset) {
+    // A truncated gzip stream reads short without an error from gzread: gzclose reports it.
+    const int rc = gzclose(std::exchange(f_, nullptr));
+    if (rc == Z_BUF_ERROR)
+      throw DataError("'" + path_ + "', byte " + std::to_string(offset) +
+                      " of the decompressed stream: the gzip stream is truncated");
+    if (rc != Z_OK)
+      throw DataError("'" + path_ + "': the compressed stream is corrupt (zlib error " +
+                      std::to_string(rc) + ")");
+  }
+
+ private:
+  std::string path_;
+  gzFile f_ = nullptr;
+};
+}  // namespace detail
+#endif
+
 /// Reads a whole file, gunzipping it when it is gzip (zlib reads plain files unchanged). Stops
-/// with a DataError once more than `max_bytes` would be read.
+/// with a DataError once more than `max_bytes` would be read. Only regular files are read: a
+/// FIFO, directory or device gets a DataError (before anything blocks).
 GRADSCOPE_COMPILED_API std::vector<std::uint8_t> read_maybe_gzip(const std::string& path,
                                                                  std::uint64_t max_bytes)
 #if GRADSCOPE_DATA_DECLARE_ONLY
     ;
 #else
 {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw DataError("cannot open '" + path + "'");
+  detail::GzReader in(path, "'" + path + "'");
   std::vector<std::uint8_t> out;
   std::uint8_t buf[1 << 16];
   for (;;) {
-    const int n = gzread(f, buf, sizeof buf);
-    if (n < 0) {
-      int err = 0;
-      const std::string msg = gzerror(f, &err);
-      gzclose(f);
-      throw DataError("'" + path + "', byte " + std::to_string(out.size()) +
-                      " of the decompressed stream: " + msg);
-    }
+    const std::size_t n = in.read(buf, sizeof buf, out.size());
     if (n == 0) break;
-    if (out.size() + static_cast<std::uint64_t>(n) > max_bytes + 64) {
-      gzclose(f);
+    if (out.size() + n > max_bytes)
       throw DataError("'" + path + "' is larger than the limit of " + std::to_string(max_bytes) +
                       " bytes");
-    }
     out.insert(out.end(), buf, buf + n);
   }
-  // A truncated gzip stream reads short without an error from gzread: gzclose reports it.
-  const int rc = gzclose(f);
-  if (rc != Z_OK && rc != Z_BUF_ERROR)
-    throw DataError("'" + path + "': the compressed stream is corrupt (zlib error " +
-                    std::to_string(rc) + ")");
-  if (rc == Z_BUF_ERROR)
-    throw DataError("'" + path + "', byte " + std::to_string(out.size()) +
-                    " of the decompressed stream: the gzip stream is truncated");
+  in.close(out.size());
   return out;
 }
 #endif
 
-/// Reads and validates an IDX file (raw or gzip).
+/// Reads and validates an IDX file (raw or gzip), streaming: the header is read and checked
+/// first, then exactly the declared data, then one more byte to find trailing data. Memory and
+/// decompression work are therefore bounded by the declared size (itself bounded by `limits`),
+/// whatever the file holds after it: a gzip bomb stops at the declared size plus one byte. Only
+/// regular files are read (a FIFO, directory or device gets a DataError, never a hang).
 GRADSCOPE_COMPILED_API IdxArray read_idx(const std::string& path, int expected_rank = -1,
                                          const IdxLimits& limits = {})
 #if GRADSCOPE_DATA_DECLARE_ONLY
     ;
 #else
 {
-  const auto bytes = read_maybe_gzip(path, limits.max_bytes + 4 + 16);
-  return parse_idx(bytes, path, expected_rank, limits);
+  detail::GzReader in(path, "IDX file '" + path + "'");
+  std::vector<std::uint8_t> head(4);
+  head.resize(in.read(head.data(), 4, 0));
+  if (head.size() == 4 && head[0] == 0 && head[1] == 0 && head[2] == 0x08 && head[3] >= 1 &&
+      head[3] <= 4) {
+    head.resize(4 + 4 * std::size_t{head[3]});
+    head.resize(4 + in.read(head.data() + 4, head.size() - 4, 4));
+  }
+  detail::IdxHeader h = detail::parse_idx_header(head, path, expected_rank, limits);
+
+  IdxArray a;
+  a.dims = std::move(h.dims);
+  // Grown as the data arrives, in reads that double from 64 KiB up to 16 MiB and never beyond
+  // the declared size: a small file declaring a large size costs at most twice what it holds.
+  const auto declared = static_cast<std::size_t>(h.data_bytes);
+  std::size_t have = 0;
+  while (have < declared) {
+    const std::size_t step =
+        std::clamp<std::size_t>(have, std::size_t{1} << 16, std::size_t{1} << 24);
+    const std::size_t want = std::min(step, declared - have);
+    if (have + want > a.data.capacity())
+      a.data.reserve(std::min(declared, std::max(2 * a.data.capacity(), have + want)));
+    a.data.resize(have + want);
+    const std::size_t got = in.read(a.data.data() + have, want, h.header_bytes + have);
+    have += got;
+    if (got < want) break;
+  }
+  if (have < declared) {
+    in.close(h.header_bytes + have);  // a truncated gzip stream is the better message
+    throw detail::idx_error(path, h.header_bytes + have,
+                            "file is truncated: the dimensions declare " +
+                                std::to_string(declared) + " data bytes but only " +
+                                std::to_string(have) + " follow the header");
+  }
+  std::uint8_t extra = 0;
+  if (in.read(&extra, 1, h.header_bytes + declared) != 0)
+    throw detail::idx_error(path, h.header_bytes + declared,
+                            "unexpected bytes after the declared data (the dimensions declare " +
+                                std::to_string(declared) +
+                                " data bytes; reading stopped at the first byte beyond them)");
+  in.close(h.header_bytes + declared);
+  return a;
 }
 #endif
 

@@ -15,7 +15,8 @@ namespace gradscope::data {
 /// anti-aliased, pixels in [0, 1]. The same (n, seed) gives the same images everywhere.
 template <Scalar T>
 Dataset<T> synthetic_digits(Index n, std::uint64_t seed = 0) {
-  if (n <= 0) throw ValueError("synthetic_digits: n must be > 0");
+  if (n <= 0) throw ValueError(gradscope::detail::cat("synthetic_digits: n must be > 0, got ", n));
+  gradscope::detail::check_extent<T>("synthetic_digits", n, 28 * 28);
   // Segment endpoints in a unit box (x right, y down): a top, b upper right, c lower right,
   // d bottom, e lower left, f upper left, g middle.
   static constexpr double seg[7][4] = {{0.25, 0.15, 0.75, 0.15}, {0.75, 0.15, 0.75, 0.5},

@@ -138,7 +138,7 @@
   PREFIX struct gradscope::nn::GRUCell<T>;                                           \
   PREFIX class gradscope::nn::Embedding<T>;                                          \
   PREFIX std::shared_ptr<gradscope::nn::Module<T>> gradscope::nn::residual_block<T>( \
-      gradscope::Index, gradscope::nn::ResidualOptions);                             \
+      gradscope::Index, gradscope::nn::ResidualOptions, gradscope::Rng*);            \
   PREFIX double gradscope::nn::accuracy<T>(const gradscope::Tensor<T>&, std::span<const int>);
 
 #define GRADSCOPE_OPTIM_INSTANCES(PREFIX, T)                                                      \

@@ -88,6 +88,11 @@ class GradientMonitor {
   /// zero_grad) and closes the step. `loss` is stored with it when given.
   void record_gradients(double loss = not_measured);
 
+  /// Call when the gradients changed after backward and before record_gradients (averaged
+  /// across ranks by dist::DataParallel, or set by hand): record_gradients then reads them
+  /// again instead of using the sums it took while backward produced them.
+  void gradients_changed() noexcept { std::fill(summed_at_.begin(), summed_at_.end(), -1); }
+
   /// Reads the update-to-weight ratios (call after the optimiser step of a recorded step):
   /// ||W_after - W_before|| / ||W_before|| over the sampled rows (see update_sample).
   void record_update();

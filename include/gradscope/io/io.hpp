@@ -4,6 +4,7 @@
 
 #include "checkpoint.hpp"
 #include "safetensors.hpp"
+#include "state_dict.hpp"
 
 // Builds that compile <gradscope/instantiate.hpp> (with GRADSCOPE_INSTANTIATE_IO) once skip
 // these instantiations everywhere else.

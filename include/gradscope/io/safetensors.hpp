@@ -20,6 +20,8 @@
 /// file that declares "gradscope.format" must carry a checksum, and a present checksum must match.
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +51,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "../core/types.hpp"
+#include "../detail/file.hpp"
 
 namespace gradscope::io {
 
@@ -113,7 +116,22 @@ struct SaveOptions {
   /// renamed over the target. If it throws, the temporary file is removed, the target is left
   /// as it was and the exception propagates.
   std::function<void()> before_rename = nullptr;
+  /// Before writing, remove the temporary files that earlier saves of the same target left
+  /// behind when their process was killed (see remove_stale_temporaries).
+  bool remove_stale_temporaries = true;
 };
+
+/// Removes the temporary files that saves of `target` left behind when their process died
+/// mid-write, and returns how many it removed. A save writes ".<name>.tmp.<pid>.<n>" beside the
+/// target and renames it over the target; a process killed before the rename leaves it behind.
+/// An entry of the target's directory is removed only when all of these hold: its name has
+/// exactly that form for this target; it is a regular file (not a symbolic link); process <pid>
+/// is not this process and no longer exists (kill(pid, 0) fails with ESRCH); and no process
+/// holds the lock that every save keeps on its temporary file until the rename (so a live save
+/// from another PID namespace or host sharing the directory is never touched; on a file system
+/// without flock nothing is removed). Best effort: errors are ignored. Every save calls it first
+/// unless SaveOptions::remove_stale_temporaries is false.
+GRADSCOPE_COMPILED_API std::size_t remove_stale_temporaries(const std::filesystem::path& target);
 
 class SafetensorsFile;
 GRADSCOPE_COMPILED_API SafetensorsFile parse_safetensors(std::vector<std::byte> bytes,
@@ -195,13 +213,71 @@ GRADSCOPE_COMPILED_API void hash_header(Fnv1a64& h, const std::vector<TensorEntr
 }
 #endif
 
-/// A name or value for an error message: quoted, and cut when long (it may come from a
-/// corrupted file).
+/// The length in bytes of the well-formed UTF-8 sequence at the start of `s` that encodes a
+/// character other than a control character (C0, DEL or C1), or 0.
+inline std::size_t printable_utf8_length(std::string_view s) noexcept {
+  const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = b(0);
+  if (c >= 0x20 && c < 0x7f) return 1;
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xbf;  // the range of the second byte
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    if (c == 0xe0) lo = 0xa0;  // no overlong forms
+    if (c == 0xed) hi = 0x9f;  // no UTF-16 surrogates
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    if (c == 0xf0) lo = 0x90;  // no overlong forms
+    if (c == 0xf4) hi = 0x8f;  // nothing above U+10FFFF
+  }
+  if (n == 0 || s.size() < n || b(1) < lo || b(1) > hi) return 0;
+  for (std::size_t i = 2; i < n; ++i)
+    if (b(i) < 0x80 || b(i) > 0xbf) return 0;
+  if (c == 0xc2 && b(1) <= 0x9f) return 0;  // U+0080..U+009F, the C1 controls
+  return n;
+}
+
+/// `s` made safe to print: every byte that is not part of a printable UTF-8 character (control
+/// characters, invalid or cut UTF-8) is written as \xNN and a backslash as \\, so that text
+/// from a corrupted file can neither garble a message's encoding nor drive a terminal.
+inline std::string escape_bytes(std::string_view s) {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    if (s[i] == '\\') {
+      out += "\\\\";
+      ++i;
+    } else if (const std::size_t n = printable_utf8_length(s.substr(i))) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      const auto c = static_cast<unsigned char>(s[i++]);
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    }
+  }
+  return out;
+}
+
+/// The first `limit` bytes of `s` or fewer, cut before a UTF-8 continuation byte.
+inline std::string_view cut_utf8(std::string_view s, std::size_t limit) noexcept {
+  if (s.size() <= limit) return s;
+  std::size_t n = limit;
+  while (n > 0 && n > limit - 3 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
+/// A name or value for an error message: quoted, escaped (escape_bytes) and cut when long (it
+/// may come from a corrupted file).
 inline std::string quote_name(std::string_view s) {
   constexpr std::size_t limit = 80;
   // Appended piece by piece: "'" + std::string(s) trips GCC 12's -Wrestrict false positive.
   std::string out(1, '\'');
-  out.append(s.substr(0, limit));
+  out.append(escape_bytes(cut_utf8(s, limit)));
   if (s.size() <= limit) return out += '\'';
   return out.append("...' (").append(std::to_string(s.size())).append(" bytes)");
 }
@@ -405,9 +481,59 @@ GRADSCOPE_COMPILED_API void write_all(int fd, const void* data, std::size_t n,
 }
 #endif
 
+/// Parses "<pid>.<n>" (decimal, no sign); the pid, or 0 when `s` has another form.
+inline pid_t temporary_owner(std::string_view s) noexcept {
+  const auto dot = s.find('.');
+  if (dot == 0 || dot == std::string_view::npos || dot + 1 == s.size() || dot > 10) return 0;
+  if (s.find_first_not_of("0123456789", dot + 1) != std::string_view::npos) return 0;
+  std::int64_t pid = 0;
+  for (std::size_t i = 0; i < dot; ++i) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    pid = pid * 10 + (s[i] - '0');
+  }
+  return pid > 0 && pid <= std::numeric_limits<pid_t>::max() ? static_cast<pid_t>(pid) : 0;
+}
+
+}  // namespace detail
+
+GRADSCOPE_COMPILED_API std::size_t remove_stale_temporaries(const std::filesystem::path& target)
+#if GRADSCOPE_IO_DECLARE_ONLY
+    ;
+#else
+{
+  namespace fs = std::filesystem;
+  if (target.filename().empty()) return 0;
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string prefix = "." + target.filename().string() + ".tmp.";
+  std::size_t removed = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path path = it->path();
+    const std::string name = path.filename().string();
+    if (!name.starts_with(prefix)) continue;
+    const pid_t pid = detail::temporary_owner(std::string_view(name).substr(prefix.size()));
+    if (pid == 0 || pid == ::getpid()) continue;  // not ours to judge, or this process's own
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (EPERM: another user's)
+    detail::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    struct stat st {};
+    if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // a live save, or no flock here
+    // Still the file we locked (not replaced under the same name meanwhile)?
+    struct stat now {};
+    if (::lstat(path.c_str(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino)
+      continue;
+    if (::unlink(path.c_str()) == 0) ++removed;
+  }
+  return removed;
+}
+#endif
+
+namespace detail {
+
 /// Writes `plan` to a temporary file beside `target`, flushes and fsyncs it, renames it over
 /// `target` and fsyncs the directory. On failure the temporary file is removed (when the
-/// process survives) and `target` is unchanged.
+/// process survives) and `target` is unchanged. The temporary file is locked (flock) until the
+/// rename, which tells remove_stale_temporaries that its save is alive.
 GRADSCOPE_COMPILED_API void write_atomically(const std::filesystem::path& target, const Plan& plan,
                                              const SaveOptions& options)
 #if GRADSCOPE_IO_DECLARE_ONLY
@@ -419,6 +545,7 @@ GRADSCOPE_COMPILED_API void write_atomically(const std::filesystem::path& target
     throw UsageError(cat("save: ", quote_path(target), " names no file"));
   const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
   static std::atomic<std::uint64_t> counter{0};
+  if (options.remove_stale_temporaries) remove_stale_temporaries(target);
 
   fs::path tmp;
   int raw = -1;
@@ -431,6 +558,11 @@ GRADSCOPE_COMPILED_API void write_atomically(const std::filesystem::path& target
                           ": ", errno_text(errno)));
   }
   Fd fd(raw);
+  // The lock lives on a second descriptor of the same open file, so that closing `fd` (which
+  // reports write errors) before the rename keeps it. Where flock is not supported the save goes
+  // on unlocked (and remove_stale_temporaries never removes anything there).
+  Fd lock(::dup(raw));
+  if (lock.get() >= 0) (void)::flock(lock.get(), LOCK_EX | LOCK_NB);
   const std::string what = cat("the temporary file ", quote_path(tmp), " for ", quote_path(target));
   try {
     std::byte length[8];
@@ -600,11 +732,12 @@ GRADSCOPE_COMPILED_API SafetensorsFile parse_safetensors(std::vector<std::byte> 
     header = nlohmann::json::parse(first, first + n);
   } catch (const nlohmann::json::parse_error& e) {
     const std::uint64_t at = 8 + std::min<std::uint64_t>(e.byte > 0 ? e.byte - 1 : 0, n);
-    std::string why = e.what();
+    // nlohmann's message quotes the bytes it last read, raw: escaped here.
+    std::string_view why = e.what();
     if (const auto colon = why.find(": "); colon != std::string::npos) why = why.substr(colon + 2);
-    if (why.size() > 160) why = why.substr(0, 160) + "...";
-    throw DataError(
-        cat(src, ": invalid JSON in ", header_range, " at byte offset ", at, ": ", why));
+    const std::string_view cut = detail::cut_utf8(why, 160);
+    throw DataError(cat(src, ": invalid JSON in ", header_range, " at byte offset ", at, ": ",
+                        detail::escape_bytes(cut), cut.size() < why.size() ? "..." : ""));
   } catch (const nlohmann::json::exception& e) {
     throw DataError(cat(src, ": cannot read ", header_range, ": ", e.what()));
   }
@@ -746,12 +879,9 @@ GRADSCOPE_COMPILED_API SafetensorsFile read_safetensors(const std::filesystem::p
 {
   using detail::cat;
   const std::string name = cat("file '", path.string(), "'");
-  detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw DataError(cat("cannot open ", name, ": ", detail::errno_text(errno)));
+  // A FIFO, directory or device is refused before anything can block on it.
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0)
-    throw DataError(cat("cannot stat ", name, ": ", detail::errno_text(errno)));
-  if (!S_ISREG(st.st_mode)) throw DataError(cat("cannot read ", name, ": not a regular file"));
+  detail::Fd fd(gradscope::detail::open_regular_file(path.string(), name, &st));
   std::vector<std::byte> bytes(static_cast<std::size_t>(st.st_size));
   std::size_t got = 0;
   while (got < bytes.size()) {

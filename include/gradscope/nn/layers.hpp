@@ -51,6 +51,7 @@ Dense<T>::Dense(Index in_features, Index out_features, const init::Initializer& 
   if (in_features <= 0 || out_features <= 0)
     throw ValueError(gradscope::detail::cat("Dense: needs positive sizes, got ", in_features,
                                             " -> ", out_features));
+  gradscope::detail::check_extent<T>("Dense (weight [out, in])", out_features, in_features);
   Rng& g = rng ? *rng : default_rng();
   Matrix<T> W(out_features, in_features);
   init.weight(W, g);
@@ -181,7 +182,10 @@ class BatchNorm : public Module<T> {
 template <Scalar T>
 BatchNorm<T>::BatchNorm(Index features, T momentum, T eps)
     : features_(features), momentum_(momentum), eps_(eps) {
-  if (features <= 0) throw ValueError("BatchNorm: needs a positive number of features");
+  if (features <= 0)
+    throw ValueError(
+        gradscope::detail::cat("BatchNorm: needs a positive number of features, got ", features));
+  gradscope::detail::check_extent<T>("BatchNorm", 1, features);
   gamma_ =
       this->register_parameter("weight", Tensor<T>::parameter(Matrix<T>::Ones(1, features), 1));
   beta_ = this->register_parameter("bias", Tensor<T>::parameter(Matrix<T>::Zero(1, features), 1));
@@ -213,6 +217,9 @@ class Dropout : public Module<T> {
   double probability() const noexcept { return p_; }
   /// Restarts the mask stream.
   void seed(std::uint64_t s) { rng_.seed(s); }
+  /// The mask stream (its state() is saved in checkpoints by io::RunState).
+  Rng& rng() noexcept { return rng_; }
+  const Rng& rng() const noexcept { return rng_; }
 
  private:
   double p_;

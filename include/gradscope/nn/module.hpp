@@ -79,6 +79,10 @@ class Module {
   std::string summary(Index input_features = 0);
 
  protected:
+  // Local names (as in PyTorch) are non-empty, hold no '.' (the path separator) and are unique
+  // among the module's parameters, buffers and children: ValueError otherwise.
+  /// Throws ValueError, naming `what`, when `name` cannot be a new local name here.
+  void check_local_name(const char* what, const std::string& name) const;
   /// Registers a trainable parameter under a local name (once, in the constructor).
   Tensor<T> register_parameter(std::string name, Tensor<T> p);
   /// Registers non-trainable state (saved in checkpoints) under a local name.
@@ -172,6 +176,9 @@ const std::string& Module<T>::label() const {
 
 template <Scalar T>
 std::string Module<T>::summary(Index input_features) {
+  if (input_features < 0)
+    throw ValueError(gradscope::detail::cat(
+        "summary: input_features must be >= 0 (0: no shapes), got ", input_features));
   std::vector<std::pair<Module*, std::string>> shapes;
   if (input_features > 0) {
     // Restores every module's own mode and removes the hooks even when the forward throws.
@@ -217,7 +224,30 @@ std::string Module<T>::summary(Index input_features) {
 }
 
 template <Scalar T>
+void Module<T>::check_local_name(const char* what, const std::string& name) const {
+  const auto fail = [&](const char* why) {
+    throw ValueError(gradscope::detail::cat(what, "('", name, "')", path_.empty() ? "" : " in '",
+                                            path_, path_.empty() ? "" : "'", ": ", why));
+  };
+  if (name.empty()) fail("a name must not be empty");
+  if (name.find('.') != std::string::npos)
+    fail("a name must not contain '.' (it separates the parts of a path)");
+  const auto taken = [&](const auto& list) {
+    return std::any_of(list.begin(), list.end(), [&](const auto& e) {
+      if constexpr (requires { e.first; })
+        return e.first == name;
+      else
+        return e.name == name;
+    });
+  };
+  if (taken(own_parameters_)) fail("a parameter of this module already has that name");
+  if (taken(own_buffers_)) fail("a buffer of this module already has that name");
+  if (taken(children_)) fail("a child module already has that name");
+}
+
+template <Scalar T>
 Tensor<T> Module<T>::register_parameter(std::string name, Tensor<T> p) {
+  check_local_name("register_parameter", name);
   if (!p.is_persistent() || !p.requires_grad())
     throw UsageError("register_parameter('" + name + "'): needs a parameter tensor");
   p.set_name(path_.empty() ? name : path_ + "." + name);
@@ -227,6 +257,7 @@ Tensor<T> Module<T>::register_parameter(std::string name, Tensor<T> p) {
 
 template <Scalar T>
 Tensor<T> Module<T>::register_buffer(std::string name, Tensor<T> b) {
+  check_local_name("register_buffer", name);
   b.set_name(path_.empty() ? name : path_ + "." + name);
   own_buffers_.push_back({std::move(name), std::move(b)});
   return own_buffers_.back().tensor;
@@ -234,7 +265,13 @@ Tensor<T> Module<T>::register_buffer(std::string name, Tensor<T> b) {
 
 template <Scalar T>
 std::shared_ptr<Module<T>> Module<T>::register_module(std::string name, std::shared_ptr<Module> m) {
+  check_local_name("register_module", name);
   if (!m) throw UsageError("register_module('" + name + "'): null module");
+  bool cycle = false;
+  m->visit([&](Module& d) { cycle |= &d == this; });
+  if (cycle)
+    throw UsageError("register_module('" + name +
+                     "'): the module is this one or contains it (a module tree has no cycles)");
   m->set_path(path_.empty() ? name : path_ + "." + name);
   m->train(training_);
   children_.emplace_back(std::move(name), m);

@@ -126,7 +126,26 @@ class Recurrent : public Module<T> {
   const RecurrentState<T>& final_state() const noexcept { return final_; }
   /// The outputs h_t of layer `layer` at every step of the last forward, on the tape: their
   /// gradients (register_hook, retain_grad) are dL/dh_t, through the output and the recurrence.
-  const std::vector<Tensor<T>>& step_outputs(Index layer = -1) const;
+  const std::vector<Tensor<T>>& step_outputs(Index layer = -1) const {
+    return time_steps(layer).outputs;
+  }
+  /// A layer's time steps in the last forward, on the tape: what the gradient monitor hooks.
+  struct TimeSteps {
+    /// h_t, t = 0..T-1: dL/dh_t is the total, through the output and the recurrence.
+    std::vector<Tensor<T>> outputs;
+    /// h_t as step t+1 reads it, t = 0..T-2 (a view of outputs[t]): dL/dh_t through the
+    /// recurrence alone.
+    std::vector<Tensor<T>> recurrent;
+    /// Each step's cell (core's lstm_cell, gru_cell or rnn_cell node): cell_gates reads the
+    /// gates it computed.
+    std::vector<Tensor<T>> cells;
+  };
+  /// The time steps of layer `layer` (negative: from the last) in the last forward.
+  const TimeSteps& time_steps(Index layer = -1) const;
+  /// How much of its state the layer carried from step to step in the last forward: the mean
+  /// over the batch, the units and the steps of the LSTM's forget gate f or the GRU's update
+  /// gate z (1: everything kept). NaN for an RNN, or when the forward was not recorded on a tape.
+  double carry_gate_mean(Index layer = -1) const;
 
   /// The parameters of layer k: weight_ih, weight_hh, bias_ih, bias_hh (biases undefined
   /// without bias).
@@ -138,8 +157,9 @@ class Recurrent : public Module<T> {
  private:
   struct Layer {
     Tensor<T> w_ih, w_hh, b_ih, b_hh;
-    std::vector<Tensor<T>> steps;  // h_t of the last forward (capacity kept: no allocation)
+    TimeSteps time;  // of the last forward (capacities kept: no allocation)
   };
+  const Layer& layer_at(Index layer, const char* what) const;
   Tensor<T> run(const Tensor<T>& x, const RecurrentState<T>& initial);
   Tensor<T> steps_of(const Tensor<T>& x, Index rows, Index cols);
   Tensor<T> first_gates(const Layer& l, Index batch);
@@ -194,6 +214,10 @@ Recurrent<T>::Recurrent(CellKind kind, Index input_size, Index hidden_size, Recu
   if (!std::isfinite(opt_.forget_bias))
     throw ValueError(gradscope::detail::cat(name, ": forget_bias must be finite"));
   const Index G = detail::gates_of(kind), H = hidden_size;
+  // The largest weight, [G*H, max(I, H)], must be an array that can exist.
+  if (H > std::numeric_limits<Index>::max() / G)
+    throw ValueError(gradscope::detail::cat(name, ": hidden size ", H, " is too large"));
+  gradscope::detail::check_extent<T>(name, G * H, std::max(input_size, H));
   Rng& rng = opt_.rng ? *opt_.rng : default_rng();
   dropout_rng_.seed(rng.next_u64());
   opt_.rng = nullptr;  // not kept: the caller's generator may not outlive the layer
@@ -314,23 +338,33 @@ Tensor<T> Recurrent<T>::run(const Tensor<T>& x, const RecurrentState<T>& initial
     const Tensor<T> xg = linear(steps_of(in, B * steps, in_features), l.w_ih, l.b_ih);
     Tensor<T> h = initial.empty() ? zeros(B) : initial.h[k];
     Tensor<T> state = lstm ? (initial.empty() ? zeros(B) : initial.c[k]) : Tensor<T>();
-    l.steps.clear();
+    auto& time = l.time;
+    time.outputs.clear();
+    time.recurrent.clear();
+    time.cells.clear();
     for (Index t = 0; t < steps; ++t) {
+      // The previous output enters the recurrence through a view of its own (no copy), so that
+      // the gradient through the recurrence can be told from the total (TimeSteps).
+      if (t > 0) time.recurrent.push_back(reshape(h, B, H));
+      const Tensor<T>& h_prev = t > 0 ? time.recurrent.back() : h;
       const Tensor<T> gh =
-          t == 0 && initial.empty() ? first_gates(l, B) : linear(h, l.w_hh, l.b_hh);
+          t == 0 && initial.empty() ? first_gates(l, B) : linear(h_prev, l.w_hh, l.b_hh);
       switch (kind_) {
         case CellKind::rnn:
           h = rnn_cell(xg, gh, opt_.nonlinearity, t);
+          time.cells.push_back(h);
           break;
         case CellKind::lstm:
           state = lstm_cell(xg, gh, state, t);
+          time.cells.push_back(state);
           h = slice_rows(state, 0, B);
           break;
         case CellKind::gru:
-          h = gru_cell(xg, gh, h, t);
+          h = gru_cell(xg, gh, h_prev, t);  // also z * h_prev: through the view
+          time.cells.push_back(h);
           break;
       }
-      l.steps.push_back(h);
+      time.outputs.push_back(h);
     }
     final_.h[k] = h;
     if (lstm) final_.c[k] = slice_rows(state, B, B);
@@ -338,7 +372,7 @@ Tensor<T> Recurrent<T>::run(const Tensor<T>& x, const RecurrentState<T>& initial
     if (last && opt_.output == RecurrentOutput::last_step) {
       out = h;
     } else {
-      out = steps == 1 ? h : stack(l.steps);
+      out = steps == 1 ? h : stack(time.outputs);
       if (!last && opt_.dropout > 0 && this->is_training())
         out = dropout(out, opt_.dropout, dropout_rng_);
     }
@@ -348,12 +382,33 @@ Tensor<T> Recurrent<T>::run(const Tensor<T>& x, const RecurrentState<T>& initial
 }
 
 template <Scalar T>
-const std::vector<Tensor<T>>& Recurrent<T>::step_outputs(Index layer) const {
+const typename Recurrent<T>::Layer& Recurrent<T>::layer_at(Index layer, const char* what) const {
   const Index k = layer < 0 ? opt_.num_layers + layer : layer;
   if (k < 0 || k >= opt_.num_layers)
-    throw UsageError(gradscope::detail::cat("step_outputs(", layer, "): the layer has ",
-                                            opt_.num_layers, " layers"));
-  return layers_[static_cast<std::size_t>(k)].steps;
+    throw UsageError(gradscope::detail::cat(this->label(), ": ", what, "(", layer, "): the ",
+                                            kind(), " has ", opt_.num_layers, " layers"));
+  return layers_[static_cast<std::size_t>(k)];
+}
+
+template <Scalar T>
+const typename Recurrent<T>::TimeSteps& Recurrent<T>::time_steps(Index layer) const {
+  return layer_at(layer, "time_steps").time;
+}
+
+template <Scalar T>
+double Recurrent<T>::carry_gate_mean(Index layer) const {
+  const auto& cells = layer_at(layer, "carry_gate_mean").time.cells;
+  if (kind_ == CellKind::rnn || cells.empty()) return std::numeric_limits<double>::quiet_NaN();
+  double sum = 0;
+  Index count = 0;
+  for (const auto& c : cells) {
+    const auto gates = cell_gates(c);  // LSTM: i, f, g, o, tanh c; GRU: r, z, n
+    if (gates.size() == 0) return std::numeric_limits<double>::quiet_NaN();
+    const auto carry = gates.middleCols(hidden_, hidden_);
+    sum += static_cast<double>(carry.sum());
+    count += carry.size();
+  }
+  return sum / static_cast<double>(count);
 }
 
 /// One step of an RNN, LSTM or GRU (use RNNCell, LSTMCell, GRUCell): PyTorch's nn.*Cell, with
@@ -391,6 +446,10 @@ Cell<T>::Cell(CellKind kind, Index input_size, Index hidden_size, RecurrentOptio
     throw ValueError(gradscope::detail::cat(detail::cell_name(kind), "Cell: needs positive sizes, ",
                                             "got input ", input_size, ", hidden ", hidden_size));
   const Index G = detail::gates_of(kind), H = hidden_size;
+  if (H > std::numeric_limits<Index>::max() / G)
+    throw ValueError(
+        gradscope::detail::cat(detail::cell_name(kind), "Cell: hidden size ", H, " is too large"));
+  gradscope::detail::check_extent<T>(detail::cell_name(kind), G * H, std::max(input_size, H));
   Rng& rng = opt.rng ? *opt.rng : default_rng();
   Matrix<T> w_ih(G * H, input_size), w_hh(G * H, H);
   detail::init_gates(w_ih, G, opt.input_init, rng);
@@ -499,6 +558,7 @@ Embedding<T>::Embedding(Index num, Index dim, const init::Initializer& init, Rng
   if (num > std::numeric_limits<int>::max())
     throw ValueError(gradscope::detail::cat("Embedding: at most ", std::numeric_limits<int>::max(),
                                             " vectors, got ", num));
+  gradscope::detail::check_extent<T>("Embedding", num, dim);
   Matrix<T> W(num, dim);
   Rng& g = rng ? *rng : default_rng();
   // The table is drawn like a bias-free weight, except that the fan-based schemes see the

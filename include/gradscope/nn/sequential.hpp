@@ -25,8 +25,13 @@ class Sequential : public Module<T> {
     add(m);
     return *m;
   }
-  /// Appends an existing module (shared, not copied).
+  /// Appends an existing module (shared, not copied), named by its position ("0", "1", ...).
   Sequential& add(std::shared_ptr<Module<T>> m);
+  /// Appends an existing module under a name of its own: its parameters become
+  /// "<name>.weight", ... (PyTorch's add_module). ValueError when the name is empty, contains a
+  /// '.' or is already taken (a later unnamed add takes the next position as its name, which
+  /// must then be free too).
+  Sequential& add(std::string name, std::shared_ptr<Module<T>> m);
 
   Tensor<T> forward(const Tensor<T>& x) override;
   std::string kind() const override { return "Sequential"; }
@@ -40,7 +45,13 @@ class Sequential : public Module<T> {
 
 template <Scalar T>
 Sequential<T>& Sequential<T>::add(std::shared_ptr<Module<T>> m) {
-  this->register_module(std::to_string(this->children().size()), std::move(m));
+  return add(std::to_string(this->children().size()), std::move(m));
+}
+
+template <Scalar T>
+Sequential<T>& Sequential<T>::add(std::string name, std::shared_ptr<Module<T>> m) {
+  this->check_local_name("Sequential::add", name);
+  this->register_module(std::move(name), std::move(m));
   return *this;
 }
 
@@ -119,25 +130,34 @@ struct ResidualOptions {
   init::Initializer init = init::he_normal;
 };
 
-/// A residual block of the given width (input and output), as a Residual module.
+/// A residual block of the given width (input and output), as a Residual module. Its Dense
+/// layers draw their weights from `rng` (default: this thread's default_rng()), in order.
 template <Scalar T>
-std::shared_ptr<Module<T>> residual_block(Index width, ResidualOptions opt = {}) {
+std::shared_ptr<Module<T>> residual_block(Index width, ResidualOptions opt = {},
+                                          Rng* rng = nullptr) {
+  if (width <= 0)
+    throw ValueError(gradscope::detail::cat("residual_block: width must be > 0, got ", width));
   auto inner = std::make_shared<Sequential<T>>();
   if (opt.kind == ResidualKind::post) {
-    inner->template add<Dense>(width, width, opt.init);
+    inner->template add<Dense>(width, width, opt.init, true, rng);
     if (opt.batch_norm) inner->template add<BatchNorm>(width);
     inner->template add<ReLU>();
-    inner->template add<Dense>(width, width, opt.init);
+    inner->template add<Dense>(width, width, opt.init, true, rng);
     if (opt.batch_norm) inner->template add<BatchNorm>(width);
     return std::make_shared<Residual<T>>(inner, nullptr, std::make_shared<ReLU<T>>());
   }
   if (opt.batch_norm) inner->template add<BatchNorm>(width);
   inner->template add<ReLU>();
-  inner->template add<Dense>(width, width, opt.init);
+  inner->template add<Dense>(width, width, opt.init, true, rng);
   if (opt.batch_norm) inner->template add<BatchNorm>(width);
   inner->template add<ReLU>();
-  inner->template add<Dense>(width, width, opt.init);
+  inner->template add<Dense>(width, width, opt.init, true, rng);
   return std::make_shared<Residual<T>>(inner);
+}
+/// residual_block with the weights drawn from `rng`.
+template <Scalar T>
+std::shared_ptr<Module<T>> residual_block(Index width, Rng& rng, ResidualOptions opt = {}) {
+  return residual_block<T>(width, std::move(opt), &rng);
 }
 
 }  // namespace gradscope::nn

@@ -2,6 +2,7 @@
 /// Adam and AdamW.
 
 #include <cmath>
+#include <limits>
 
 #include "optimizer.hpp"
 
@@ -25,17 +26,21 @@ struct AdamOptions {
 template <Scalar T>
 class Adam : public Optimizer<T> {
  public:
+  /// ValueError when an option is out of its domain: lr, weight_decay and l1 finite and >= 0,
+  /// beta1 and beta2 in [0, 1), eps finite and > 0.
   Adam(std::vector<Tensor<T>> params, AdamOptions<T> opt = {});
   Adam(std::vector<ParamGroup<T>> groups, AdamOptions<T> opt, bool decoupled = false);
   std::string kind() const override { return decoupled_ ? "AdamW" : "Adam"; }
   const AdamOptions<T>& options() const noexcept { return o_; }
 
  protected:
-  void apply() override;
+  using typename Optimizer<T>::Overflow;
+  std::optional<Overflow> apply(bool commit) override;
+  bool bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p, double grad_max,
+               double value_max, std::array<double, 3>& next) const override;
   std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) override;
 
  private:
-  static constexpr Index kChunk = 1024;
   AdamOptions<T> o_;
   bool decoupled_;
   std::vector<Tensor<T>> m_, v_;
@@ -48,11 +53,13 @@ Adam<T>::Adam(std::vector<Tensor<T>> params, AdamOptions<T> opt)
 template <Scalar T>
 Adam<T>::Adam(std::vector<ParamGroup<T>> groups, AdamOptions<T> opt, bool decoupled)
     : Optimizer<T>(std::move(groups)), o_(opt), decoupled_(decoupled) {
-  if (!(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1))
-    throw ValueError("Adam: betas must be in [0, 1)");
-  if (!(opt.eps >= 0) || opt.weight_decay < 0 || opt.l1 < 0)
-    throw ValueError("Adam: eps, weight_decay and l1 must be >= 0");
   this->set_lr(opt.lr);
+  this->check_option("beta1", opt.beta1, 0, 1, false, /*open_hi=*/true);
+  this->check_option("beta2", opt.beta2, 0, 1, false, /*open_hi=*/true);
+  // eps 0 divides 0 by 0 for a parameter whose gradient has always been 0.
+  this->check_option("eps", opt.eps, 0, std::numeric_limits<double>::infinity(), /*open_lo=*/true);
+  this->check_option("weight_decay", opt.weight_decay, 0);
+  this->check_option("l1", opt.l1, 0);
   this->set_non_finite_policy(opt.non_finite);
   for (auto& p : this->parameters()) {
     m_.push_back(this->zeros_like(p));
@@ -61,8 +68,12 @@ Adam<T>::Adam(std::vector<ParamGroup<T>> groups, AdamOptions<T> opt, bool decoup
 }
 
 template <Scalar T>
-void Adam<T>::apply() {
+auto Adam<T>::apply(bool commit) -> std::optional<Overflow> {
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  static constexpr const char* buffers[] = {"value", "exp_avg", "exp_avg_sq"};
+  static constexpr const char* hints[] = {
+      "", "", "a squared gradient overflows: scale the loss down or clip the gradients"};
+  const Index chunk = this->chunk_size;
   const T t = static_cast<T>(this->steps());
   const T c1 = T(1) - std::pow(o_.beta1, t);
   const T c2 = T(1) - std::pow(o_.beta2, t);
@@ -80,11 +91,13 @@ void Adam<T>::apply() {
       T* mp = m_[i].mutable_value().data();
       T* vp = v_[i].mutable_value().data();
       // A chunk at a time, so the passes below find g, p, m and v in L1 instead of memory.
-      for (Index k = 0, n = p.size(); k < n; k += kChunk) {
-        const Index len = std::min(kChunk, n - k);
-        Eigen::Map<Array> w(wp + k, len), m(mp + k, len), v(vp + k, len);
+      for (Index k = 0, n = p.size(); k < n; k += chunk) {
+        const Index len = std::min(chunk, n - k);
+        const std::array<T*, 3> real{wp + k, mp + k, vp + k};
+        const auto staged = this->stage(commit, real, len);
+        Eigen::Map<Array> w(staged[0], len), m(staged[1], len), v(staged[2], len);
         if (shrink) w *= T(1) - lr * o_.weight_decay;
-        Eigen::Map<Array> g(copy ? this->work(p, 0).data() : nullptr, copy ? len : 0);
+        Eigen::Map<Array> g(copy ? this->scratch(0) : nullptr, copy ? len : 0);
         if (copy) {
           g = Eigen::Map<const Array>(grad + k, len);
           if (coupled != 0) g += coupled * w;
@@ -99,10 +112,35 @@ void Adam<T>::apply() {
           step(g);
         else
           step(Eigen::Map<const Array>(grad + k, len));
+        if (!commit)
+          if (const int bad = this->first_overflow(real, staged, len); bad >= 0)
+            return Overflow{i, buffers[bad], hints[bad]};
       }
       ++i;
     }
   }
+  return std::nullopt;
+}
+
+template <Scalar T>
+bool Adam<T>::bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>& p, double g,
+                      double w, std::array<double, 3>& next) const {
+  // Every intermediate of apply() bounded by magnitudes: |m / (sqrt(v^) + eps)| <= |m| / eps.
+  const double lr = static_cast<double>(this->group_lr(group)), wd = o_.weight_decay, b1 = o_.beta1,
+               b2 = o_.beta2, eps = o_.eps;
+  const T t = static_cast<T>(this->steps());  // c1 and c2 exactly as apply() rounds them
+  const double c1 = static_cast<double>(T(1) - std::pow(o_.beta1, t));
+  const double c2 = static_cast<double>(T(1) - std::pow(o_.beta2, t));
+  const bool reg = this->regularized(group, p);
+  const double ge = g + (reg && !decoupled_ ? wd * w : 0) + (reg ? double(o_.l1) : 0);
+  const double shrunk = reg && decoupled_ ? w * std::abs(1 - lr * wd) : w;
+  const double m = b1 * this->state_max(i, 0) + (1 - b1) * ge;
+  const double v = b2 * this->state_max(i, 1) + (1 - b2) * ge * ge;
+  next = {m, v, 0};
+  const double step = lr / c1;
+  const double limit = this->bound_limit();
+  return lr * wd < limit && ge * ge < limit && m < limit && v < limit && v / c2 < limit &&
+         step * m < limit && shrunk + step * m / eps < limit;
 }
 
 template <Scalar T>
