@@ -400,27 +400,29 @@ if ((peers)); then
           if (prog == "oursrnn" && p[7] == "gradscope" && $4 == "samples/s") { id = p[2] "/" p[3] "/" p[4] "/" p[5] "/" p[6]; ours[id, rep] = $5 }
           else if (prog == "torchrnn" && n == 7 && $4 == "samples/s") { id = p[3] "/" p[4] "/" p[5] "/" p[6] "/" p[7]; peer[id, rep] = $5 }
           else if (prog == "torchrnn" && p[8] == "ratio" && $4 == "ratio") { id = p[3] "/" p[4] "/" p[5] "/" p[6] "/" p[7]; inproc[id, rep] = $5 }
+          else if (prog == "torchrnn" && p[8] == "ratio" && $4 == "ratio_reference") { id = p[3] "/" p[4] "/" p[5] "/" p[6] "/" p[7]; inref[id, rep] = $5 }
           else next
           if (!(id in seen)) { seen[id] = 1; order[++nid] = id }
           if (rep > reps) reps = rep
         }
         END {
-          print "| cell | T | B | I | H | gradscope samples/s | PyTorch samples/s | gradscope/PyTorch (min-max) | same, in one process | target | met |"
-          print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
+          print "| cell | T | B | I | H | gradscope samples/s | PyTorch samples/s | gradscope/PyTorch (min-max) | same, in one process | target | met | ours/reference, same process (target >= 0.9) |"
+          print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|---:|"
           for (i = 1; i <= nid; i++) {
             id = order[i]; split(id, p, "/")
             for (j = 2; j <= 5; j++) sub(/^[A-Z]:/, "", p[j])
-            na = 0; nb = 0; nc = 0; ni = 0
+            na = 0; nb = 0; nc = 0; ni = 0; ne = 0
             for (r = 1; r <= reps; r++) {
               if ((id, r) in ours) a[++na] = ours[id, r]
               if ((id, r) in peer) { b[++nb] = peer[id, r]; if ((id, r) in ours) c[++nc] = ours[id, r] / peer[id, r] }
               if ((id, r) in inproc) d[++ni] = inproc[id, r]
+              if ((id, r) in inref) e[++ne] = inref[id, r]
             }
-            q = median(c, nc); inp = median(d, ni)
+            q = median(c, nc); inp = median(d, ni); inr = median(e, ne)
             target = threads == 1 ? ">= 1.0" : "-"
             met = threads == 1 && q != "" ? (q >= 1.0 ? "yes" : "**no**") : ""
-            printf "| %s | %s | %s | %s | %s | %s | %s | **%s** (%s-%s) | %s | %s | %s |\n", toupper(p[1]), p[2], p[3], p[4], p[5],
-              k(median(a, na)), k(median(b, nb)), r2(q), nc ? r2(c[1]) : "-", nc ? r2(c[nc]) : "-", r2(inp), target, met
+            printf "| %s | %s | %s | %s | %s | %s | %s | **%s** (%s-%s) | %s | %s | %s | %s |\n", toupper(p[1]), p[2], p[3], p[4], p[5],
+              k(median(a, na)), k(median(b, nb)), r2(q), nc ? r2(c[1]) : "-", nc ? r2(c[nc]) : "-", r2(inp), target, met, r2(inr)
           }
         }' "$results/rows.tsv"
     fi

@@ -14,11 +14,13 @@
 //
 // Benchmarks, per cell and case:
 //   peers/torch/<cell>/T:<T>/B:<B>/I:<I>/H:<H>         the PyTorch step alone
-//   peers/torch/<cell>/T:<T>/B:<B>/I:<I>/H:<H>/ratio   PyTorch and gradscope interleaved in one
-//                           loop, blocks of K steps (K: about 10 ms of PyTorch steps, at least 1),
-//                           alternating which goes first. Counter `ratio` = PyTorch time /
-//                           gradscope time = gradscope/PyTorch throughput (> 1: gradscope is
-//                           faster).
+//   peers/torch/<cell>/T:<T>/B:<B>/I:<I>/H:<H>/ratio   PyTorch, gradscope and the hand-written
+//                           Eigen twin (bench_rnn_train's reference) interleaved in one loop,
+//                           blocks of K steps each (K: about 10 ms of PyTorch steps, at least 1),
+//                           the order rotating so that each side goes first equally often.
+//                           Counter `ratio` = PyTorch time / gradscope time = gradscope/PyTorch
+//                           throughput (> 1: gradscope is faster); `ratio_reference` = twin time /
+//                           gradscope time = ours/reference, measured under the same load.
 // Threads: 1 by default (torch::set_num_threads(1), interop threads 1, OpenBLAS 1); `--threads=N`
 // or GRADSCOPE_PEER_THREADS=N for N (Eigen follows only in a -fopenmp build). Timing and counters
 // as bench_torch_mlp (peer_common.hpp): CPU time of the benchmark thread with one thread, wall
@@ -168,6 +170,15 @@ struct Ours {
   }
 };
 
+// The hand-written twin's step (bench_rnn_train's reference), from the same weights.
+struct Twin {
+  std::unique_ptr<gb::reference::RnnReference<float>> twin;
+  const rnn::Batches& data;
+
+  Twin(const rnn::Case& c, const rnn::Batches& batches) : twin(initial_twin(c)), data(batches) {}
+  float step(int k) { return twin->step(data.x[k], data.labels[k], rnn::kLr); }
+};
+
 // The first kPool steps of `impl` against the twin's losses; "" when they agree.
 template <class Impl>
 std::string check_first_steps(const char* name, Impl& impl, const std::vector<float>& want) {
@@ -214,9 +225,11 @@ void ratio_loop(benchmark::State& state, rnn::Case c) {
   const rnn::Batches data(c);
   Torch t(c, data);
   Ours ours(c, data);
+  Twin twin(c, data);
   const auto want = twin_losses(c, data);
   for (auto msg :
-       {check_first_steps("PyTorch", t, want), check_first_steps("gradscope", ours, want)})
+       {check_first_steps("PyTorch", t, want), check_first_steps("gradscope", ours, want),
+        check_first_steps("the twin", twin, want)})
     if (!msg.empty()) {
       state.SkipWithError(msg.c_str());
       return;
@@ -226,29 +239,33 @@ void ratio_loop(benchmark::State& state, rnn::Case c) {
   t.step(0);
   const double one = std::max(gp::now_seconds(wall) - t0, 1e-7);
   const int K = static_cast<int>(std::clamp(10e-3 / one, 1.0, 1000.0));
-  double t_torch = 0, t_ours = 0;
+  double t_torch = 0, t_ours = 0, t_twin = 0;
   std::size_t i = 0;
-  bool ours_first = true;
   const auto run = [&](auto& impl, double& total) {
     const double s = gp::now_seconds(wall);
     for (int j = 0; j < K; ++j)
       benchmark::DoNotOptimize(impl.step(static_cast<int>((i + j) % rnn::kPool)));
     total += gp::now_seconds(wall) - s;
   };
+  const auto block = [&](int who) {  // 0 gradscope, 1 the twin, 2 PyTorch
+    if (who == 0)
+      run(ours, t_ours);
+    else if (who == 1)
+      run(twin, t_twin);
+    else
+      run(t, t_torch);
+  };
+  int first = 0;  // who goes first in this block
   for (auto _ : state) {
-    if (ours_first) {
-      run(ours, t_ours);
-      run(t, t_torch);
-    } else {
-      run(t, t_torch);
-      run(ours, t_ours);
-    }
-    ours_first = !ours_first;
+    for (int n = 0; n < 3; ++n) block((first + n) % 3);
+    first = (first + 1) % 3;
     i += static_cast<std::size_t>(K);
   }
   const double samples = static_cast<double>(state.iterations()) * K * static_cast<double>(c.batch);
   state.counters["ratio"] = t_torch / t_ours;
+  state.counters["ratio_reference"] = t_twin / t_ours;
   state.counters["gradscope_samples/s"] = samples / t_ours;
+  state.counters["reference_samples/s"] = samples / t_twin;
   state.counters["torch_samples/s"] = samples / t_torch;
   state.counters["steps_per_block"] = K;
   state.counters["threads"] = g_threads;
