@@ -430,7 +430,8 @@ if ((peers)); then
     echo "gradscope/peer: median over the repetitions of (gradscope samples/s / peer samples/s), each"
     echo "repetition's two programs run back to back (min-max over the repetitions in brackets); > 1"
     echo "means gradscope is faster. \"In one process\": bench_torch_mlp's and bench_torch_rnn's ratio"
-    echo "rows (both sides interleaved in one loop, blocks of about 10 ms)."
+    echo "rows (both sides interleaved in one loop, blocks of about 10 ms; bench_torch_rnn's loop also"
+    echo "runs the hand-written twin, whence the last column, ours/reference under the same load)."
     if [[ $core == Prescott ]] && grep -q avx512f /proc/cpuinfo 2>/dev/null; then
       echo
       echo "Note: OpenBLAS did not recognise this CPU and runs its Prescott (SSE3) kernels, which slows"
