@@ -7,3 +7,4 @@
 #include "diagnostics/diagnostics.hpp"
 #include "nn/nn.hpp"
 #include "optim/optim.hpp"
+#include "pretrain/pretrain.hpp"

@@ -1,11 +1,15 @@
 // Tape<T>: recording, the reverse sweep, reset and reuse, parameters' gradient accumulation,
-// NoGrad, retain_grad, seeded backward, and the errors of misuse.
+// NoGrad, retain_grad, seeded backward, the errors of misuse, and the check for a training loop
+// that forgets reset().
 
 #include <catch2/catch.hpp>
 
 #include <gradscope/core/core.hpp>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -457,4 +461,144 @@ TEST_CASE("an elementwise rule hands its gradient buffer to its input only when 
     const auto late = c_late.retain_grad();
     CHECK((c_late.grad().array() == 0).all());
   }
+}
+
+// ---- a training loop that forgets tape.reset() ----
+
+namespace {
+
+/// Captures what the process writes to stderr (file descriptor 2) while alive.
+class StderrCapture {
+ public:
+  StderrCapture() : file_(std::tmpfile()) {
+    REQUIRE(file_ != nullptr);
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    ::dup2(::fileno(file_), 2);
+  }
+  ~StderrCapture() {
+    restore();
+    std::fclose(file_);
+  }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+  /// Everything written so far (stops the capture).
+  std::string text() {
+    restore();
+    std::string out;
+    std::rewind(file_);
+    for (int c; (c = std::fgetc(file_)) != EOF;) out += static_cast<char>(c);
+    return out;
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  std::FILE* file_;
+  int saved_ = -1;
+};
+
+/// One training step of a loop: forward of a small model from the parameter w, backward; no
+/// reset unless asked.
+void train_step(gs::Tape<double>& tape, const gs::Tensor<double>& w, int step, bool reset) {
+  if (reset) tape.reset();
+  const gs::Tensor<double> x(M{{0.5 + step, 0.25, -1}});
+  tape.backward(gs::sum(gs::tanh(gs::mul(w, x))));
+}
+
+constexpr int limit = static_cast<int>(gs::Tape<double>::fresh_backward_limit);
+
+}  // namespace
+
+TEST_CASE("a loop that never resets its tape gets a UsageError (ResetCheck::error)",
+          "[core][tape][reset][errors]") {
+  auto w = gs::Tensor<double>::parameter(M{{1, -2, 3}});
+  gs::Tape<double> tape;
+  tape.set_reset_check(gs::ResetCheck::error);
+  int failed_at = -1;
+  std::string message;
+  M grad_before;
+  for (int step = 0; step < 100 && failed_at < 0; ++step) {
+    grad_before = w.grad();
+    try {
+      train_step(tape, w, step, false);
+    } catch (const gs::UsageError& e) {
+      failed_at = step;
+      message = e.what();
+    }
+  }
+  // The first backward is normal; each later one runs on a graph recorded after the previous
+  // backward; after `limit` of those the next one is refused.
+  CHECK(failed_at == limit);
+  INFO(message);
+  CHECK(message.rfind("[gradscope.usage] backward:", 0) == 0);
+  CHECK_THAT(message, Contains("tape.reset()"));
+  CHECK_THAT(message, Contains("set_reset_check(gs::ResetCheck::off)"));
+  CHECK_THAT(message, Contains(std::to_string(tape.size()) + " nodes"));
+  // The refused backward did not touch the gradients.
+  CHECK(M(w.grad()) == grad_before);
+  // With reset() at the start of each step the loop runs on.
+  for (int step = 0; step < 100; ++step) REQUIRE_NOTHROW(train_step(tape, w, step, true));
+}
+
+TEST_CASE("ResetCheck::warn warns once per tape on stderr and goes on", "[core][tape][reset]") {
+  auto w = gs::Tensor<double>::parameter(M{{1, -2, 3}});
+  std::string text;
+  {
+    StderrCapture capture;
+    gs::Tape<double> tape;
+    tape.set_reset_check(gs::ResetCheck::warn);
+    for (int step = 0; step < 3 * limit; ++step) train_step(tape, w, step, false);
+    text = capture.text();
+  }
+  INFO(text);
+  CHECK(text.rfind("gradscope warning: backward:", 0) == 0);
+  CHECK_THAT(text, Contains("tape.reset()"));
+  std::size_t count = 0;
+  for (auto p = text.find("gradscope warning"); p != std::string::npos;
+       p = text.find("gradscope warning", p + 1))
+    ++count;
+  CHECK(count == 1);
+  // The default: an error in builds without NDEBUG, a warning with it.
+  gs::Tape<double> tape;
+#ifdef NDEBUG
+  CHECK(tape.reset_check() == gs::ResetCheck::warn);
+#else
+  CHECK(tape.reset_check() == gs::ResetCheck::error);
+#endif
+}
+
+TEST_CASE("legitimate uses of several backward passes per tape do not trip the reset check",
+          "[core][tape][reset]") {
+  auto w = gs::Tensor<double>::parameter(M{{1, -2, 3}});
+  gs::Tape<double> tape;
+  tape.set_reset_check(gs::ResetCheck::error);
+  // Backward twice (or many times) on one loss.
+  const auto loss = gs::sum(gs::square(w));
+  for (int k = 0; k < 4 * limit; ++k) REQUIRE_NOTHROW(tape.backward(loss));
+  // Many losses from one recorded intermediate (rows of a Jacobian, several heads): each new
+  // graph reuses what was recorded before the previous backward.
+  tape.reset();
+  const auto y = gs::tanh(gs::mul(w, gs::Tensor<double>(M{{0.5, 0.25, 2}})));
+  for (int k = 0; k < 4 * limit; ++k)
+    REQUIRE_NOTHROW(tape.backward(gs::sum(gs::scale(y, static_cast<double>(k + 1)))));
+  for (int k = 0; k < 4 * limit; ++k) {
+    M seed = M::Zero(1, 3);
+    seed(0, k % 3) = 1;
+    REQUIRE_NOTHROW(tape.backward(y, seed));
+  }
+  // Gradient accumulation over micro-batches, with a reset per optimiser step.
+  for (int step = 0; step < 10; ++step) {
+    tape.reset();
+    for (int micro = 0; micro < limit; ++micro) REQUIRE_NOTHROW(train_step(tape, w, micro, false));
+  }
+  // ResetCheck::off: the user takes charge.
+  tape.reset();
+  tape.set_reset_check(gs::ResetCheck::off);
+  for (int step = 0; step < 4 * limit; ++step) REQUIRE_NOTHROW(train_step(tape, w, step, false));
 }

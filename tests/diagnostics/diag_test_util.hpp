@@ -7,6 +7,7 @@
 
 #include <gradscope/gradscope.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -44,6 +45,37 @@ inline std::vector<int> labels(std::size_t n, int classes, std::uint64_t seed) {
   std::vector<int> y(n);
   for (auto& v : y) v = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
   return y;
+}
+
+/// A classification set: `classes` Gaussian blobs in `dims` dimensions (each class mean drawn
+/// N(0, sep^2) per coordinate, unit noise around it), `n` samples with uniform labels.
+template <class T>
+struct Blobs {
+  gs::Matrix<T> x;
+  std::vector<int> y;
+  /// Rows [begin, begin + rows) as a tensor, and their labels.
+  gs::Tensor<T> rows(gs::Index begin, gs::Index count) const {
+    return gs::Tensor<T>(gs::Matrix<T>(x.middleRows(begin, count)));
+  }
+  std::vector<int> labels(gs::Index begin, gs::Index count) const {
+    return {y.begin() + begin, y.begin() + begin + count};
+  }
+};
+template <class T>
+Blobs<T> blobs(gs::Index n, gs::Index dims, int classes, double sep, std::uint64_t seed) {
+  gs::Rng rng(seed);
+  gs::Matrix<T> means(classes, dims);
+  for (int c = 0; c < classes; ++c)
+    for (gs::Index j = 0; j < dims; ++j) means(c, j) = static_cast<T>(sep * rng.normal());
+  Blobs<T> b;
+  b.x.resize(n, dims);
+  b.y.resize(static_cast<std::size_t>(n));
+  for (gs::Index i = 0; i < n; ++i) {
+    const int c = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
+    b.y[static_cast<std::size_t>(i)] = c;
+    for (gs::Index j = 0; j < dims; ++j) b.x(i, j) = means(c, j) + static_cast<T>(rng.normal());
+  }
+  return b;
 }
 
 // ---- networks -----------------------------------------------------------------------------
@@ -101,6 +133,43 @@ double train_step(gs::Tape<T>& tape, nn::Module<T>& net, gs::optim::Optimizer<T>
   if (monitor) monitor->record_update();
   opt.zero_grad();
   return l;
+}
+
+/// Adam at lr 10 on a ReLU MLP [64, 128, 128, 10], batches of 128 from 1000 blob samples: the
+/// loss jumps from about 3 to millions at step 1, the ReLUs die, and after some 20 steps the
+/// latest window is calm (issue 23's "the monitor forgets"). `each(step, loss)` runs after
+/// every step.
+struct AdamExplosion {
+  std::shared_ptr<nn::Sequential<float>> net;
+  std::unique_ptr<dg::GradientMonitor<float>> monitor;
+  double first_loss = 0, peak_loss = 0;
+
+  template <class F>
+  AdamExplosion(int steps, const dg::MonitorOptions& opt, F each) {
+    const auto data = blobs<float>(1000, 64, 10, 0.3, 7);
+    net = relu_mlp<float>({64, 128, 128, 10}, 3);
+    gs::optim::Adam<float> adam(net->parameters(), {.lr = 10.0f});
+    monitor = std::make_unique<dg::GradientMonitor<float>>(*net, opt);
+    gs::Tape<float> tape;
+    for (int step = 0; step < steps; ++step) {
+      const gs::Index at = (step % 7) * 128;
+      const double l =
+          train_step(tape, *net, adam, monitor.get(), data.rows(at, 128), data.labels(at, 128));
+      if (step == 0) first_loss = l;
+      peak_loss = std::max(peak_loss, l);
+      each(step, l);
+    }
+  }
+  explicit AdamExplosion(int steps, const dg::MonitorOptions& opt = {})
+      : AdamExplosion(steps, opt, [](int, double) {}) {}
+};
+
+/// The evidence of a finding by name (fails the test when it has none).
+inline double evidence(const dg::Finding& f, const std::string& name) {
+  for (const auto& [k, v] : f.evidence)
+    if (k == name) return v;
+  FAIL("finding has no evidence '" << name << "'");
+  return 0;
 }
 
 /// MonitorOptions with the fields `set` sets. (Designated initializers such as

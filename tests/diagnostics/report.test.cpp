@@ -5,6 +5,7 @@
 #include "diag_test_util.hpp"
 
 #include <limits>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -423,4 +424,164 @@ TEST_CASE("writing to a path that cannot be opened throws gradscope::Error",
   CHECK_THROWS_AS(monitor.write_csv(bad + ".csv"), gs::Error);
   CHECK_THROWS_AS(monitor.write_jsonl(bad + ".jsonl"), gs::Error);
   CHECK_THROWS_AS(monitor.write_svg(bad + ".svg"), gs::Error);
+}
+
+TEST_CASE("the SVG's step axis has numbered ticks where the lines put those steps",
+          "[diagnostics][report][svg]") {
+  Fixture fx;  // steps 0-4
+  std::ostringstream os;
+  dg::write_svg(os, fx.layers(), fx.monitor->history(), fx.monitor->diagnose());
+  std::vector<XmlElement> elements;
+  REQUIRE_NOTHROW(elements = parse_xml(os.str()));
+  std::vector<double> tick_x, tick_step;
+  std::vector<double> line_x;
+  for (const auto& e : elements) {
+    if (e.name == "text" && e.attrs.count("class") && e.attrs.at("class") == "step-tick") {
+      tick_x.push_back(to_double(e.attrs.at("x")));
+      tick_step.push_back(to_double(e.attrs.at("data-step")));
+    }
+    if (e.name == "polyline" && line_x.empty()) {
+      std::istringstream pts(e.attrs.at("points"));
+      for (std::string p; pts >> p;) line_x.push_back(to_double(p.substr(0, p.find(','))));
+    }
+  }
+  // Steps 0..4: a tick at each, at the x of that step's point on the lines.
+  REQUIRE(tick_step == std::vector<double>{0, 1, 2, 3, 4});
+  REQUIRE(line_x.size() == 5);
+  for (std::size_t k = 0; k < 5; ++k) CHECK(tick_x[k] == Approx(line_x[k]));
+  // The tick texts are the step numbers.
+  for (int s = 0; s < 5; ++s)
+    CHECK(os.str().find("data-step=\"" + std::to_string(s) + "\"") != std::string::npos);
+}
+
+TEST_CASE("the SVG's step ticks are round numbers spanning a long run",
+          "[diagnostics][report][svg]") {
+  // A downsampled history of 12,345 steps: records every 64 steps from 0 to 12,288 and more.
+  std::vector<dg::LayerInfo> layers(2);
+  layers[0].path = std::string("0");
+  layers[1].path = std::string("1");
+  layers[0].in_flow = layers[1].in_flow = true;
+  dg::History h(256);
+  for (std::int64_t s = 0; s < 12345; ++s) {
+    if (!h.wants(s)) continue;
+    dg::StepRecord r;
+    r.step = s;
+    r.total_norm = 1.0;
+    r.layers.resize(2);
+    r.layers[0].weight_grad_norm = 0.5;
+    r.layers[1].weight_grad_norm = 1.0;
+    h.push(r);
+  }
+  const double s0 = static_cast<double>(h.records().front().step);
+  const double s1 = static_cast<double>(h.records().back().step);
+  std::ostringstream os;
+  dg::write_svg(os, layers, h, dg::diagnose(layers, h));
+  std::vector<XmlElement> elements;
+  REQUIRE_NOTHROW(elements = parse_xml(os.str()));
+  std::vector<double> xs, steps;
+  for (const auto& e : elements)
+    if (e.name == "text" && e.attrs.count("class") && e.attrs.at("class") == "step-tick") {
+      xs.push_back(to_double(e.attrs.at("x")));
+      steps.push_back(to_double(e.attrs.at("data-step")));
+    }
+  INFO("s0 " << s0 << ", s1 " << s1);
+  REQUIRE(steps.size() >= 4);
+  CHECK(steps.size() <= 8);
+  // Equally spaced by 1, 2 or 5 times a power of ten, inside the recorded range.
+  const double d = steps[1] - steps[0];
+  const double p = std::pow(10.0, std::floor(std::log10(d)));
+  CHECK((d == p || d == 2 * p || d == 5 * p));
+  for (std::size_t k = 0; k < steps.size(); ++k) {
+    CHECK(steps[k] == Approx(steps[0] + d * static_cast<double>(k)));
+    CHECK(std::fmod(steps[k], d) == 0);
+    CHECK(steps[k] >= s0);
+    CHECK(steps[k] <= s1);
+  }
+  CHECK(steps.front() - s0 < d);
+  CHECK(s1 - steps.back() < d);
+  // x is linear in the step.
+  const double per_step = (xs.back() - xs.front()) / (steps.back() - steps.front());
+  CHECK(per_step > 0);
+  for (std::size_t k = 0; k < steps.size(); ++k)
+    CHECK(xs[k] == Approx(xs[0] + per_step * (steps[k] - steps[0])));
+}
+
+TEST_CASE("the events of the run appear in the table, CSV, JSON Lines and SVG",
+          "[diagnostics][report][events]") {
+  AdamExplosion run(60);
+  auto& monitor = *run.monitor;
+  const auto d = monitor.diagnose();
+  REQUIRE(d.happened(dg::Verdict::exploding));
+  const dg::Event* e = nullptr;
+  for (const auto& x : d.events)
+    if (x.rule() == "divergence") e = &x;
+  REQUIRE(e != nullptr);
+  INFO(d.str());
+  TempDir dir;
+
+  // The console report: the verdict line and the list of events.
+  const auto report = monitor.report();
+  CHECK(report.find(e->str()) != std::string::npos);
+
+  // CSV: rows of kind event:exploding/divergence with the steps and the evidence.
+  monitor.write_csv(dir.file("g.csv"));
+  std::map<std::string, double> csv;
+  std::int64_t csv_step = -1;
+  for (const auto& row : parse_csv(read_file(dir.file("g.csv"))))
+    if (row.kind == "event:exploding/divergence") {
+      csv[row.metric] = row.value;
+      csv_step = row.step;
+    }
+  CHECK(csv_step == e->first_step);
+  CHECK(csv.at("first_step") == static_cast<double>(e->first_step));
+  CHECK(csv.at("last_step") == static_cast<double>(e->last_step));
+  CHECK(csv.at("worst_step") == static_cast<double>(e->worst_step));
+  CHECK(csv.at("occurrences") == static_cast<double>(e->occurrences));
+  CHECK(csv.at("loss") == evidence(e->finding, "loss"));
+
+  // JSON Lines: the step lines, then one line per event.
+  monitor.write_jsonl(dir.file("g.jsonl"));
+  std::size_t step_lines = 0, event_lines = 0;
+  bool found = false;
+  for (const auto& line : lines_of(read_file(dir.file("g.jsonl")))) {
+    Json j;
+    REQUIRE_NOTHROW(j = parse_json(line));
+    if (j.has("step")) {
+      CHECK(event_lines == 0);  // events come after every step line
+      ++step_lines;
+      continue;
+    }
+    REQUIRE(j.has("event"));
+    ++event_lines;
+    if (j["rule"].str != "divergence") continue;
+    found = true;
+    CHECK(j["event"].str == "exploding");
+    CHECK(j["first_step"].num == static_cast<double>(e->first_step));
+    CHECK(j["last_step"].num == static_cast<double>(e->last_step));
+    CHECK(j["summary"].str == e->finding.summary);
+    CHECK(j["evidence"]["loss"].num == evidence(e->finding, "loss"));
+    CHECK(j["hints"].arr.size() == e->finding.hints.size());
+  }
+  CHECK(found);
+  CHECK(step_lines == monitor.history().size());
+  CHECK(event_lines == d.events.size());
+
+  // SVG: a band over the event's steps, the finding in its title, and the verdict line.
+  monitor.write_svg(dir.file("g.svg"));
+  const auto svg = read_file(dir.file("g.svg"));
+  std::vector<XmlElement> elements;
+  REQUIRE_NOTHROW(elements = parse_xml(svg));
+  bool band = false;
+  for (const auto& x : elements)
+    if (x.name == "rect" && x.attrs.count("class") && x.attrs.at("class") == "event" &&
+        x.attrs.at("data-rule") == "divergence") {
+      band = true;
+      CHECK(x.attrs.at("data-verdict") == "exploding");
+      CHECK(x.attrs.at("data-first-step") == std::to_string(e->first_step));
+      CHECK(x.attrs.at("data-last-step") == std::to_string(e->last_step));
+      CHECK(to_double(x.attrs.at("width")) > 0);
+    }
+  CHECK(band);
+  CHECK(svg.find("earlier in the run: exploding (steps " + std::to_string(e->first_step)) !=
+        std::string::npos);
 }

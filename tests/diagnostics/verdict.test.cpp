@@ -4,6 +4,10 @@
 
 #include "diag_test_util.hpp"
 
+#include <algorithm>
+#include <limits>
+#include <optional>
+
 using namespace diag_test;
 
 namespace {
@@ -21,13 +25,6 @@ struct Sqrt : nn::Module<T> {
   gs::Tensor<T> forward(const gs::Tensor<T>& x) override { return gs::sqrt(x); }
   std::string kind() const override { return "Sqrt"; }
 };
-
-double evidence(const dg::Finding& f, const std::string& name) {
-  for (const auto& [k, v] : f.evidence)
-    if (k == name) return v;
-  FAIL("finding has no evidence '" << name << "'");
-  return 0;
-}
 
 bool names(const dg::Finding& f, const std::string& path) {
   return std::find(f.layers.begin(), f.layers.end(), path) != f.layers.end();
@@ -407,4 +404,289 @@ TEST_CASE("an empty history diagnoses as healthy and says nothing was recorded",
   dg::GradientMonitor<double> monitor(*net);
   CHECK(monitor.diagnose().healthy());
   CHECK(monitor.report().find("no gradients recorded yet") != std::string::npos);
+}
+
+// ---- the report remembers; growth rules robust to batch noise ------------------------------
+
+namespace {
+
+const dg::Event* find_event(const dg::Diagnosis& d, dg::Verdict v, const std::string& rule) {
+  for (const auto& e : d.events)
+    if (e.verdict() == v && e.rule() == rule) return &e;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("an explosion during steps 1-9 stays in the report after 60 steps of Adam at lr 10",
+          "[diagnostics][verdict][events]") {
+  // Adam at lr 10 on a ReLU MLP: the loss jumps from about 3 to millions at step 1, the ReLUs
+  // die, and the latest window calms down to `vanishing` / `dead_relu`. The report must still
+  // tell of the explosion, with its steps and numbers.
+  AdamExplosion run(60, {}, [&](int step, double) {
+    if (step != 9) return;
+    INFO(run.monitor->diagnose().str());
+    CHECK(run.monitor->diagnose().verdict() == dg::Verdict::exploding);
+  });
+  auto& monitor = *run.monitor;
+  const double first_loss = run.first_loss, peak_loss = run.peak_loss;
+  REQUIRE(peak_loss > 1e4 * first_loss);  // the scenario: the loss did explode early on
+
+  const auto d = monitor.diagnose();
+  const auto report = monitor.report();
+  INFO(report);
+  CHECK(d.step == 59);
+  // The latest window is calm about it ...
+  CHECK_FALSE(d.has(dg::Verdict::exploding));
+  // ... and the report remembers: on the verdict line and in the events, with steps and numbers.
+  CHECK(report.find("earlier in the run: exploding (steps 1-") != std::string::npos);
+  CHECK(report.find("events during the run") != std::string::npos);
+  REQUIRE(d.happened(dg::Verdict::exploding));
+  const auto* e = find_event(d, dg::Verdict::exploding, "divergence");
+  REQUIRE(e != nullptr);
+  CHECK(e->first_step == 1);
+  CHECK(e->last_step >= 9);
+  CHECK(e->last_step < 59);
+  CHECK(e->occurrences >= 9);
+  CHECK(e->worst_step >= 1);
+  CHECK(e->worst_step <= e->last_step);
+  CHECK(evidence(e->finding, "loss") > 1e3 * first_loss);
+  CHECK(evidence(e->finding, "start_loss") == Approx(first_loss));
+  CHECK(e->finding.summary.find("diverged") != std::string::npos);
+  CHECK_FALSE(e->finding.hints.empty());
+  CHECK_FALSE(d.ongoing(*e));
+  CHECK(report.find(e->str()) != std::string::npos);
+  // Merged, not one event per step: a handful at most for one explosion.
+  CHECK(monitor.events().events().size() <= 4);
+  CHECK(monitor.events().dropped() == 0);
+}
+
+TEST_CASE("a tanh net whose loss oscillates hundreds of times above its start is exploding",
+          "[diagnostics][verdict][events]") {
+  // SGD at lr 300 on a tanh MLP: the loss jumps to several hundred and oscillates there (the
+  // gradients stay moderate: tanh saturates and softmax cross-entropy bounds dL/dlogits), so
+  // the gradient-norm rules alone never call it.
+  const auto data = blobs<float>(2000, 64, 10, 0.3, 7);
+  gs::Rng rng(3);
+  nn::Sequential<float> net;
+  const auto init = gs::init::xavier_normal_with(5.0 / 3.0);
+  net.add<nn::Dense>(64, 100, init, true, &rng);
+  net.add<nn::Tanh>();
+  net.add<nn::Dense>(100, 100, init, true, &rng);
+  net.add<nn::Tanh>();
+  net.add<nn::Dense>(100, 10, init, true, &rng);
+  gs::optim::SGD<float> opt(net.parameters(), {.lr = 300.0f});
+  dg::GradientMonitor<float> monitor(net);
+  gs::Tape<float> tape;
+  double first_loss = 0;
+  int step = 0;
+  for (int epoch = 0; epoch < 6; ++epoch) {
+    double lo = 1e300, hi = 0;
+    for (gs::Index at = 0; at + 32 <= 2000; at += 32, ++step) {
+      const double l = train_step(tape, net, opt, &monitor, data.rows(at, 32), data.labels(at, 32));
+      if (step == 0) first_loss = l;
+      if (epoch > 0) lo = std::min(lo, l), hi = std::max(hi, l);
+    }
+    const auto d = monitor.diagnose();
+    INFO("epoch " << epoch << ": " << d.str());
+    if (epoch == 0) continue;
+    CHECK(lo > 50 * first_loss);  // the scenario: large and unstable
+    CHECK(hi > 1.3 * lo);
+    CHECK(d.verdict() == dg::Verdict::exploding);
+    const auto* f = d.find(dg::Verdict::exploding);
+    REQUIRE(f != nullptr);
+    CHECK(f->rule == "divergence");
+    CHECK(evidence(*f, "loss_ratio") > 10);
+    CHECK(evidence(*f, "start_loss") == Approx(first_loss));
+    CHECK(f->summary.find("diverged") != std::string::npos);
+    CHECK(f->hints.front().find("learning rate") != std::string::npos);
+  }
+}
+
+TEST_CASE("a healthy sigmoid net at batch 10 is never called exploding from noisy batch norms",
+          "[diagnostics][verdict][events]") {
+  // One hidden sigmoid layer, SGD at lr 3 on batches of 10 (the setting of Nielsen's chapter 1):
+  // the loss falls steadily, while the gradient norm of a batch of easy samples is tiny and the
+  // next batch's large, so the norm jumps by 100x and more from one step to the next. Medians
+  // over windows must not take that noise for an explosion, at any epoch or any recorded step.
+  const auto data = blobs<float>(2000, 64, 10, 0.3, 7);
+  gs::Rng rng(3);
+  nn::Sequential<float> net;
+  net.add<nn::Dense>(64, 30, gs::init::xavier_uniform, true, &rng);
+  net.add<nn::Sigmoid>();
+  net.add<nn::Dense>(30, 10, gs::init::xavier_uniform, true, &rng);
+  gs::optim::SGD<float> opt(net.parameters(), {.lr = 3.0f});
+  dg::GradientMonitor<float> monitor(net);
+  gs::Tape<float> tape;
+  double first_epoch = 0, last_epoch = 0, max_jump = 0, previous_norm = 0;
+  for (int epoch = 0; epoch < 25; ++epoch) {
+    double sum = 0;
+    for (gs::Index at = 0; at + 10 <= 2000; at += 10) {
+      sum += train_step(tape, net, opt, &monitor, data.rows(at, 10), data.labels(at, 10));
+      const double norm = monitor.history().records().back().total_norm;
+      if (previous_norm > 0) max_jump = std::max(max_jump, norm / previous_norm);
+      previous_norm = norm;
+    }
+    (epoch == 0 ? first_epoch : last_epoch) = sum / 200;
+    const auto d = monitor.diagnose();
+    INFO("epoch " << epoch << ": " << d.str());
+    CHECK_FALSE(d.has(dg::Verdict::exploding));
+  }
+  // The scenario: it learns, with noisy small-batch norms.
+  CHECK(last_epoch < 0.5 * first_epoch);
+  CHECK(max_jump > 100);
+  gs::NoGrad no_grad;
+  CHECK(nn::accuracy(net(data.rows(0, 2000)), data.labels(0, 2000)) > 0.85);
+  // No exploding event at any recorded step either.
+  const auto d = monitor.diagnose();
+  INFO(d.str());
+  CHECK_FALSE(d.happened(dg::Verdict::exploding));
+}
+
+TEST_CASE("a refused optimiser step, noted, names the parameter, the optimiser and the growth",
+          "[diagnostics][verdict][nan][events]") {
+  // A two-layer linear regression trained by SGD at a stable learning rate for 30 steps, then
+  // at one too large for it: the loss and the gradients grow geometrically until a gradient
+  // overflows; the optimiser refuses that step (NonFinite::error) and the user passes the
+  // exception to monitor.note.
+  gs::Rng rng(5);
+  nn::Sequential<float> net;
+  net.add<nn::Dense>(16, 32, gs::init::he_normal, true, &rng);
+  net.add<nn::Dense>(32, 4, gs::init::he_normal, true, &rng);
+  gs::Rng data(11);
+  const auto x = gs::Tensor<float>::uniform(64, 16, data, 0.0f, 1.0f);
+  const auto target = gs::Tensor<float>::uniform(64, 4, data, 0.0f, 1.0f);
+  gs::optim::SGD<float> opt(net.parameters(), {.lr = 0.02f});
+  dg::GradientMonitor<float> monitor(net);
+  gs::Tape<float> tape;
+  std::optional<gs::NumericalError> refused;
+  int step = 0;
+  for (; step < 300 && !refused; ++step) {
+    if (step == 30) opt.set_lr(0.2f);
+    tape.reset();
+    auto loss = nn::mse(net(x), target);
+    tape.backward(loss);
+    monitor.record_gradients(loss.item());
+    try {
+      opt.step();
+    } catch (const gs::NumericalError& e) {
+      refused = e;
+      monitor.note(e);
+    }
+    monitor.record_update();
+    opt.zero_grad();
+  }
+  REQUIRE(refused.has_value());
+  // The error itself carries the origin in its fields.
+  CHECK(refused->op() == "SGD.step");
+  CHECK(refused->phase() == "update");
+  CHECK_FALSE(refused->label().empty());
+
+  const auto d = monitor.diagnose();
+  const auto report = monitor.report();
+  INFO(report);
+  REQUIRE(monitor.nan_origin().has_value());
+  const auto& o = *monitor.nan_origin();
+  // The step of the refusal is the step whose gradients were recorded, the report's step.
+  CHECK(o.step == step - 1);
+  CHECK(o.step == d.step);
+  CHECK(o.step == monitor.history().records().back().step);
+  CHECK(report.find("gradient report: step " + std::to_string(o.step)) != std::string::npos);
+  const auto* f = d.find(dg::Verdict::exploding);
+  REQUIRE(f != nullptr);
+  CHECK(f->rule == "nan_origin");
+  // Named: the optimiser and the parameter, and the parameter's layer; no empty fields.
+  const std::string param = refused->label();
+  const std::string layer = param.substr(0, param.rfind('.'));
+  CHECK(f->summary.find("SGD.step refused the update of step " + std::to_string(o.step)) == 0);
+  CHECK(f->summary.find("parameter '" + param + "'") != std::string::npos);
+  CHECK(f->summary.find("(layer " + layer + ", Dense(") != std::string::npos);
+  CHECK(f->summary.find("''") == std::string::npos);
+  CHECK(f->summary.find(" of ''") == std::string::npos);
+  CHECK(f->layers == std::vector<std::string>{layer});
+  // The growth of the loss and the norms before it.
+  CHECK(f->summary.find("Before it, the loss went from") != std::string::npos);
+  CHECK(f->summary.find("the total gradient norm went from") != std::string::npos);
+  CHECK(evidence(*f, "loss_growth") > 10);
+  CHECK(evidence(*f, "total_norm_growth") > 10);
+  CHECK(evidence(*f, "total_norm_last") > evidence(*f, "total_norm_low"));
+  // Hints that fit: the growth, not an op's domain.
+  std::string hints;
+  for (const auto& h : f->hints) hints += h + "\n";
+  CHECK(hints.find("sqrt") == std::string::npos);
+  CHECK(hints.find("domain") == std::string::npos);
+  CHECK(hints.find("lower the learning rate") != std::string::npos);
+  CHECK(hints.find("NonFinite::skip") != std::string::npos);
+  // And it is an event of the run.
+  const auto* e = find_event(d, dg::Verdict::exploding, "nan_origin");
+  REQUIRE(e != nullptr);
+  CHECK(e->first_step == o.step);
+}
+
+TEST_CASE("a sudden non-finite gradient gets the hint about the batch, not about growth",
+          "[diagnostics][verdict][nan][events]") {
+  auto net = relu_mlp<double>({8, 16, 4}, 9);
+  gs::optim::Adam<double> opt(net->parameters(), {.lr = 1e-3});
+  dg::GradientMonitor<double> monitor(*net);
+  gs::Tape<double> tape;
+  for (int step = 0; step < 6; ++step) {
+    auto x = pixels<double>(16, 8, 80 + static_cast<std::uint64_t>(step));
+    if (step == 5) x.mutable_value()(3, 2) = std::numeric_limits<double>::quiet_NaN();
+    tape.reset();
+    auto loss = nn::softmax_cross_entropy((*net)(x), labels(16, 4, 90));
+    tape.backward(loss);
+    monitor.record_gradients(loss.item());
+    if (step < 5) {
+      opt.step();
+    } else {
+      try {
+        opt.step();
+        FAIL("Adam.step accepted a NaN gradient");
+      } catch (const gs::NumericalError& e) {
+        monitor.note(e);
+      }
+    }
+    opt.zero_grad();
+  }
+  const auto d = monitor.diagnose();
+  INFO(d.str());
+  const auto* f = d.find(dg::Verdict::exploding);
+  REQUIRE(f != nullptr);
+  CHECK(f->rule == "nan_origin");
+  CHECK(monitor.nan_origin()->step == 5);
+  CHECK(f->summary.find("Adam.step refused the update of step 5 at parameter '0.") == 0);
+  CHECK(f->summary.find("nothing grew") != std::string::npos);
+  CHECK(f->hints.front().find("in that batch") != std::string::npos);
+  for (const auto& h : f->hints) CHECK(h.find("sqrt") == std::string::npos);
+  // The non-finite values of the latest record are explained by the origin, not repeated.
+  CHECK_FALSE(std::any_of(d.findings.begin(), d.findings.end(),
+                          [](const dg::Finding& g) { return g.rule == "non_finite"; }));
+}
+
+TEST_CASE("a non-finite step the optimiser skipped stays in the report as an event",
+          "[diagnostics][verdict][nan][events]") {
+  // NonFinite::skip: one batch with a NaN at step 5, then 40 healthy steps. The latest window
+  // is calm; the skipped step is an event of the run.
+  auto net = relu_mlp<double>({8, 16, 4}, 9);
+  gs::optim::Adam<double> opt(net->parameters(),
+                              {.lr = 1e-3, .non_finite = gs::optim::NonFinite::skip});
+  dg::GradientMonitor<double> monitor(*net);
+  gs::Tape<double> tape;
+  for (int step = 0; step < 45; ++step) {
+    auto x = pixels<double>(16, 8, 80 + static_cast<std::uint64_t>(step % 7));
+    if (step == 5) x.mutable_value()(3, 2) = std::numeric_limits<double>::infinity();
+    train_step(tape, *net, opt, &monitor, x, labels(16, 4, 90));
+  }
+  CHECK(opt.skipped_steps() == 1);
+  const auto d = monitor.diagnose();
+  const auto report = monitor.report();
+  INFO(report);
+  CHECK_FALSE(d.has(dg::Verdict::exploding));
+  CHECK(report.find("earlier in the run: exploding (step 5)") != std::string::npos);
+  const auto* e = find_event(d, dg::Verdict::exploding, "non_finite");
+  REQUIRE(e != nullptr);
+  CHECK(e->first_step == 5);
+  CHECK(e->last_step == 5);
+  CHECK(e->finding.summary.find("at step 5") != std::string::npos);
+  CHECK(evidence(e->finding, "nan") + evidence(e->finding, "inf") > 0);
 }

@@ -1,5 +1,6 @@
 // Module: hierarchical names of parameters and buffers, parameter_count, summary(), forward
-// hooks, train/eval propagation, paths and labels, and a user-defined module.
+// hooks, train/eval propagation, paths and labels, a user-defined module, and shape errors that
+// name the module they happened in.
 
 #include <catch2/catch.hpp>
 
@@ -10,6 +11,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include "nn_test_util.hpp"
@@ -544,4 +546,46 @@ TEST_CASE("residual_block draws its weights from the generator it is given",
     CHECK(differ);
     CHECK(a.next_u64() == b.next_u64());  // both generators advanced alike
   }
+}
+
+TEST_CASE("a shape error inside a module names the module, once", "[nn][module][errors]") {
+  // Dense(3 -> 8) after a Dense(4 -> 2): it gets 2 features where it wants 3.
+  nn::Sequential<double> net;
+  net.add<nn::Dense>(4, 2);
+  net.add<nn::Dense>(3, 8);
+  try {
+    net(gs::Tensor<double>::zeros(5, 4));
+    FAIL("no ShapeError");
+  } catch (const gs::ShapeError& e) {
+    CHECK(typeid(e) == typeid(gs::ShapeError));
+    CHECK(std::string(e.what()) ==
+          "[gradscope.shape] linear: input [5, 2] does not fit weight [8, 3] (expected input "
+          "[batch, 3] and weight [out, in]) (in module '1 (Dense(3 -> 8))')");
+  }
+
+  // Nested containers: the innermost module that raised it is named, and only once.
+  nn::Sequential<double> outer;
+  outer.add<nn::Dense>(4, 6);
+  auto inner = std::make_shared<nn::Sequential<double>>();
+  inner->add<nn::ReLU>();
+  inner->add(nn::residual_block<double>(6));
+  inner->add<nn::Dense>(5, 3);
+  outer.add(inner);
+  try {
+    outer(gs::Tensor<double>::zeros(2, 4));
+    FAIL("no ShapeError");
+  } catch (const gs::ShapeError& e) {
+    const std::string what = e.what();
+    CHECK(what.rfind("[gradscope.shape] linear: input [2, 6] does not fit weight [3, 5]", 0) == 0);
+    CHECK(what.find("(in module '1.2 (Dense(5 -> 3))')") != std::string::npos);
+    std::size_t count = 0;
+    for (auto p = what.find("(in module"); p != std::string::npos;
+         p = what.find("(in module", p + 1))
+      ++count;
+    CHECK(count == 1);
+  }
+
+  // A ShapeError outside any module has no label.
+  CHECK_THROWS_WITH(gs::matmul(gs::Tensor<double>::zeros(2, 3), gs::Tensor<double>::zeros(2, 3)),
+                    !Catch::Matchers::Contains("in module"));
 }

@@ -27,7 +27,9 @@ class ValueError : public Error {
 };
 
 /// A NaN or Inf found by anomaly mode or by a non-finite policy. Anomaly mode also fills the
-/// structured fields: the op, the phase ("forward" or "backward") and the label (module path).
+/// structured fields: the op, the phase ("forward" or "backward") and the label (module path);
+/// an optimiser or clip_grad_norm sets op "<Kind>.step" or "clip_grad_norm", phase "update" and
+/// the parameter's name as the label.
 class NumericalError : public Error {
  public:
   explicit NumericalError(const std::string& message, std::string op = {}, std::string phase = {},
@@ -36,11 +38,12 @@ class NumericalError : public Error {
         op_(std::move(op)),
         phase_(std::move(phase)),
         label_(std::move(label)) {}
-  /// The op that produced the first non-finite value ("" when not from anomaly mode).
+  /// The op that produced or refused the first non-finite value, or "".
   const std::string& op() const noexcept { return op_; }
-  /// "forward" or "backward" ("" when not from anomaly mode).
+  /// "forward", "backward", "update" (an optimiser or clip_grad_norm), or "".
   const std::string& phase() const noexcept { return phase_; }
-  /// The label active when the op was recorded: a module's "<path> (<description>)", or "".
+  /// The label active when the op was recorded, a module's "<path> (<description>)"; for
+  /// "update", the parameter's name; or "".
   const std::string& label() const noexcept { return label_; }
 
  private:

@@ -2,6 +2,7 @@
 /// Tape<T>: the linear (Wengert) list that records ops and sweeps them backwards.
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <sstream>
@@ -39,6 +40,14 @@ struct CustomEntryBase {
   std::string name;
 };
 }  // namespace detail
+
+/// What backward does when a tape looks like a training loop that never calls reset(): see
+/// Tape::set_reset_check.
+enum class ResetCheck {
+  error,  ///< throw UsageError (the default in builds without NDEBUG)
+  warn,   ///< print one warning per tape to stderr and go on (the default with NDEBUG)
+  off,    ///< say nothing
+};
 
 /// Records ops on tensors and computes gradients by one reverse sweep.
 ///
@@ -81,7 +90,19 @@ class Tape {
     hooks_.clear();
     custom_.clear();
     token_->generation = generation_ = detail::next_generation();
+    swept_to_ = 0;
+    fresh_backwards_ = 0;
   }
+
+  /// Backward passes since a reset() on graphs recorded wholly after the previous backward
+  /// (reaching nothing recorded before it but leaves) after which the reset check reacts: the
+  /// pattern of a training loop that never calls reset() and keeps every step's graph.
+  static constexpr std::uint32_t fresh_backward_limit = 8;
+  /// How backward reacts to that pattern (see ResetCheck). Legitimate uses stay silent:
+  /// backward called again on the same loss, losses built from what was recorded before the
+  /// previous backward, up to fresh_backward_limit micro-batches accumulated per reset().
+  void set_reset_check(ResetCheck check) noexcept { reset_check_ = check; }
+  ResetCheck reset_check() const noexcept { return reset_check_; }
 
   /// Number of recorded nodes (leaves included).
   std::size_t size() const noexcept { return nodes_.size(); }
@@ -127,7 +148,7 @@ class Tape {
     auto& n = nodes_[i];
     if (n.grad) return {n.grad, false};
     auto* s = n.op == detail::Op::parameter ? static_cast<detail::Storage<T>*>(n.aux) : nullptr;
-    if (s && s->hooks.empty()) {
+    if (s && s->hooks.empty() && s->requires_grad) {
       n.grad = s->grad.data();  // accumulates onto earlier backward calls
       return {n.grad, false};
     }
@@ -231,6 +252,9 @@ class Tape {
 
   void check_backward(const detail::Node<T>& n) const;
 
+  /// Called before a backward from `root` on a tape that already ran one since its reset().
+  void check_growth(std::uint32_t root);
+
   detail::NodeList<T> nodes_;
   detail::Arena arena_;
   std::vector<std::pair<Index, T*>> free_;  // recycled gradient buffers (see take_buffer)
@@ -241,6 +265,14 @@ class Tape {
   std::uint64_t generation_ = 0;
   std::uint64_t next_hook_id_ = 1;
   Tape* previous_ = nullptr;
+  std::uint32_t swept_to_ = 0;         // nodes at the end of the last backward since reset (or 0)
+  std::uint32_t fresh_backwards_ = 0;  // backward passes on fresh graphs since reset
+#ifdef NDEBUG
+  ResetCheck reset_check_ = ResetCheck::warn;
+#else
+  ResetCheck reset_check_ = ResetCheck::error;
+#endif
+  bool warned_ = false;
 };
 
 template <Scalar T>
@@ -276,7 +308,10 @@ void Tape<T>::backward(const Tensor<T>& loss) {
     throw UsageError(detail::cat("backward(loss) needs a scalar; the loss has shape ",
                                  nodes_[loss.index_].shape(),
                                  " (reduce it with sum/mean, or pass a seed: backward(y, seed))"));
+  if (swept_to_ != 0) [[unlikely]]
+    check_growth(loss.index_);
   sweep(loss.index_, nullptr);
+  swept_to_ = static_cast<std::uint32_t>(nodes_.size());
 }
 
 template <Scalar T>
@@ -286,7 +321,33 @@ void Tape<T>::backward(const Tensor<T>& y, const Eigen::Ref<const Matrix<T>>& se
   if (seed.rows() != n.rows || seed.cols() != n.cols)
     throw ShapeError(detail::cat("backward(y, seed): seed has shape [", seed.rows(), ", ",
                                  seed.cols(), "] but y has shape ", n.shape()));
+  if (swept_to_ != 0) [[unlikely]]
+    check_growth(y.index_);
   sweep(y.index_, &seed);
+  swept_to_ = static_cast<std::uint32_t>(nodes_.size());
+}
+
+template <Scalar T>
+void Tape<T>::check_growth(std::uint32_t root) {
+  if (reset_check_ == ResetCheck::off || root < swept_to_) return;
+  // A graph that uses anything but leaves recorded before the last backward is a further loss
+  // of the same step (several heads, rows of a Jacobian), not the next step of a loop.
+  for (std::uint32_t i = swept_to_; i <= root; ++i)
+    for (const auto k : nodes_[i].in)
+      if (k != detail::no_input && k < swept_to_ && !nodes_[k].is_leaf()) return;
+  if (++fresh_backwards_ < fresh_backward_limit) return;
+  if (reset_check_ == ResetCheck::warn && warned_) return;
+  const std::string message = detail::cat(
+      "backward: this tape ran backward on ", fresh_backwards_ + 1,
+      " graphs since its last reset(), each recorded after the previous backward, and holds ",
+      nodes_.size(), " nodes and ", arena_.used(),
+      " bytes of values and gradients: a training loop that does not call tape.reset() keeps "
+      "every step's graph, and its memory grows without bound. Call tape.reset() at the start "
+      "of each step (or create the Tape inside the loop); to accumulate more graphs on one tape "
+      "on purpose, call tape.set_reset_check(gs::ResetCheck::off)");
+  if (reset_check_ == ResetCheck::error) throw UsageError(message);
+  warned_ = true;
+  std::fprintf(stderr, "gradscope warning: %s\n", message.c_str());
 }
 
 template <Scalar T>
@@ -380,6 +441,7 @@ void Tape<T>::sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed)
     if (n.has_hooks) fire_tape_hooks(i, g);
     if (n.op == detail::Op::parameter) {
       auto* s = static_cast<detail::Storage<T>*>(n.aux);
+      if (!s->requires_grad) continue;  // frozen after it was recorded: no gradient, no hooks
       if (n.grad != s->grad.data()) {  // else accumulated in place (see grad_target)
         for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
         s->grad += g;

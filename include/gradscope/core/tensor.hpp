@@ -243,16 +243,28 @@ class Tensor {
   void zero_grad() {
     if (storage_ && storage_->requires_grad) storage_->grad.setZero();
   }
-  /// Turns a persistent tensor into a parameter (allocating its gradient buffer) or back.
+  /// Turns a persistent tensor into a parameter (with a zero gradient buffer) or back. Off
+  /// freezes a parameter, as PyTorch's requires_grad_(False): backward gives it no gradient and
+  /// optimisers and clipping skip it (its value and optimiser state stay as they are) until it
+  /// is switched on again. Switching on a parameter that already requires a gradient keeps its
+  /// gradient. Ops recorded before the switch keep the setting they saw; a parameter frozen
+  /// between forward and backward gets no gradient from that backward.
   Tensor& set_requires_grad(bool on) {
     require_persistent("set_requires_grad()");
-    storage_->requires_grad = on;
+    auto& s = *storage_;
+    if (on == s.requires_grad) return *this;
+    s.requires_grad = on;
+    s.parameter = s.parameter || on;
+    s.leaf_tape = nullptr;  // the next op records a fresh leaf with the new setting
     if (on)
-      storage_->grad = Matrix<T>::Zero(storage_->value.rows(), storage_->value.cols());
+      s.grad = Matrix<T>::Zero(s.value.rows(), s.value.cols());
     else
-      storage_->grad.resize(0, 0);
+      s.grad.resize(0, 0);
     return *this;
   }
+  /// True for a persistent tensor that is or was a parameter (Tensor::parameter, or
+  /// set_requires_grad(true)): a trainable or a frozen parameter, not data.
+  bool is_parameter() const noexcept { return storage_ && storage_->parameter; }
 
   /// Calls `fn` with this tensor's gradient during backward. On a tape node it fires when the
   /// sweep reaches the node (its gradient is then complete) and lasts until the tape is reset; on

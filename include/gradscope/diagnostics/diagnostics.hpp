@@ -1,6 +1,9 @@
 #pragma once
-/// Gradient diagnostics: the monitor, verdicts, reports and Nielsen's per-layer norms.
+/// Gradient diagnostics: the monitor, verdicts, the event log, reports and Nielsen's per-layer
+/// norms.
 
+#include "events.hpp"
+#include "finding.hpp"
 #include "history.hpp"
 #include "monitor.hpp"
 #include "nielsen.hpp"

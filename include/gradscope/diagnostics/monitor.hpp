@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,8 +17,11 @@
 #include "../core/core.hpp"
 #include "../nn/layers.hpp"
 #include "../nn/module.hpp"
+#include "../nn/recurrent.hpp"
+#include "events.hpp"
 #include "history.hpp"
 #include "report.hpp"
+#include "time.hpp"
 #include "verdict.hpp"
 
 namespace gradscope::diagnostics {
@@ -48,6 +53,53 @@ Sums sums(const T* p, Index n) {
   }
   return s;
 }
+
+/// The rows of the report for one module's named parameters: each parameter whose name holds
+/// "weight" with the bias named like it ("weight_ih_l0" with "bias_ih_l0"), then every parameter
+/// left on its own; as (weight, bias) indices, bias npos when none, in parameter order.
+inline std::vector<std::pair<std::size_t, std::size_t>> parameter_rows(
+    const std::vector<std::string>& names) {
+  constexpr std::size_t none = static_cast<std::size_t>(-1);
+  std::vector<std::pair<std::size_t, std::size_t>> rows;
+  std::vector<bool> used(names.size(), false);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const auto at = names[i].find("weight");
+    if (at == std::string::npos) continue;
+    std::string bias = names[i];
+    bias.replace(at, 6, "bias");
+    std::size_t b = none;
+    for (std::size_t j = 0; j < names.size(); ++j)
+      if (!used[j] && j != i && names[j] == bias) b = j;
+    used[i] = true;
+    if (b != none) used[b] = true;
+    rows.emplace_back(i, b);
+  }
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (!used[i]) rows.emplace_back(i, none);
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return std::min(a.first, a.second) < std::min(b.first, b.second);
+  });
+  return rows;
+}
+
+/// The squared norm of row i of g, summed in double where T's squares would lose it (a float
+/// gradient below 1e-19 squares to 0).
+template <class T>
+double row_squares(const ConstMatrixMap<T>& g, Index i) {
+  double sq = static_cast<double>(g.row(i).squaredNorm());
+  if (!(sq > 1e-30) || !std::isfinite(sq)) {
+    sq = 0;
+    for (Index j = 0; j < g.cols(); ++j) sq += static_cast<double>(g(i, j)) * g(i, j);
+  }
+  return sq;
+}
+/// The mean over the rows of g of each row's norm (the per-sample norm of a gradient).
+template <class T>
+double mean_row_norm(const ConstMatrixMap<T>& g) {
+  double sum = 0;
+  for (Index i = 0; i < g.rows(); ++i) sum += std::sqrt(row_squares(g, i));
+  return sum / static_cast<double>(std::max<Index>(1, g.rows()));
+}
 }  // namespace detail
 
 /// Settings of a GradientMonitor.
@@ -62,6 +114,17 @@ struct MonitorOptions {
   bool delta_norms = true;         ///< hook the layers' outputs for the per-sample delta norm
   bool activation_stats = true;    ///< hook the activations for mean/std/saturation/dead units
   bool detect_nan_origin = false;  ///< guard() runs the step in anomaly mode
+  /// Events of the run kept for the reports (explosions, divergences, non-finite steps); later
+  /// ones are counted, not kept.
+  std::size_t max_events = EventLog::default_capacity;
+  /// Follow the recurrent layers (nn::RNN, LSTM, GRU) through time: at every recorded step,
+  /// the per-sample norm of dL/dh_t of each of their layers at every time step (TimeProfile).
+  bool time_profiles = true;
+  /// Points kept per time profile: a longer sequence keeps geometric means of bins of steps
+  /// (the gain, reach and horizon are computed on every step first).
+  std::size_t max_time_points = 256;
+  /// Profiles kept per recurrent layer; older ones are thinned evenly (the latest is kept).
+  std::size_t max_time_profiles = 64;
   Thresholds thresholds{};
 };
 
@@ -72,8 +135,13 @@ struct MonitorOptions {
 ///     clip_grad_norm(...); opt.step();
 ///     monitor.record_update();                 // after the optimiser step
 ///
-/// It follows every module that owns parameters (dense layers form the gradient-flow chain;
-/// batch-norm layers are reported too) and the activation that follows each dense layer.
+/// It follows every parameter of every module (a row per weight with its bias: "weight" and
+/// "bias" of a dense layer, "weight_ih_l0" and "bias_ih_l0" of an LSTM, a parameter of a module
+/// of your own on its own row); the modules whose in_gradient_flow() is true (dense and
+/// recurrent layers) form the gradient-flow chain, with the activation that follows each. Each
+/// recurrent layer is also followed through time (TimeProfile: dL/dh_t at every time step). At
+/// every recorded step it checks the exploding verdicts and keeps what fired in an event log, so
+/// the reports still tell of an explosion after the run calmed down.
 template <Scalar T>
 class GradientMonitor {
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
@@ -110,16 +178,31 @@ class GradientMonitor {
       throw;
     }
   }
-  /// Records a NumericalError caught elsewhere as the NaN origin (the first one wins).
+  /// Records a NumericalError caught elsewhere: as the NaN origin (the first one wins) and as an
+  /// event. An error of an optimiser or of clip_grad_norm (phase "update") belongs to the step
+  /// whose gradients record_gradients read last; one from anomaly mode to the step being run.
   void note(const NumericalError& e) {
-    if (!nan_origin_) nan_origin_ = NanOrigin{step_, e.op(), e.phase(), e.label(), e.what()};
+    const std::int64_t s = e.phase() == "update" && step_ > 0 ? step_ - 1 : step_;
+    NanOrigin o{s, e.op(), e.phase(), e.label(), e.what()};
+    const Finding f = origin_finding(o, layers_, history_);
+    events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
+    if (!nan_origin_) nan_origin_ = std::move(o);
   }
   const std::optional<NanOrigin>& nan_origin() const noexcept { return nan_origin_; }
 
-  /// The verdicts on the latest recorded steps.
+  /// The verdicts on the latest recorded steps (through time too), with the events of the run.
   Diagnosis diagnose() const {
-    return diagnostics::diagnose(layers_, history_, opt_.thresholds, nan_origin_);
+    Diagnosis d = diagnostics::diagnose(layers_, history_, opt_.thresholds, nan_origin_, &events_);
+    auto more = time_findings(time_layers_, time_records_, time_rows_, opt_.thresholds);
+    if (!more.empty()) {
+      for (auto& f : more) d.findings.push_back(std::move(f));
+      std::stable_sort(d.findings.begin(), d.findings.end(),
+                       [](const Finding& a, const Finding& b) { return a.verdict < b.verdict; });
+    }
+    return d;
   }
+  /// What happened during the run: explosions, divergences and non-finite steps, oldest first.
+  const EventLog& events() const noexcept { return events_; }
   /// The console report: per-layer table with sparklines, the verdict and its hints.
   std::string report() const;
   /// One CSV row per recorded step, layer and metric.
@@ -130,6 +213,10 @@ class GradientMonitor {
   void write_svg(const std::string& path, const SvgOptions& svg = {}) const;
 
   const std::vector<LayerInfo>& layers() const noexcept { return layers_; }
+  /// The recurrent layers followed through time (one per layer of a stacked module).
+  const std::vector<TimeLayerInfo>& time_layers() const noexcept { return time_layers_; }
+  /// The time profiles of time layer i over the run.
+  const TimeRecords& time_records(std::size_t i) const { return time_records_.at(i); }
   const History& history() const noexcept { return history_; }
   /// Steps seen so far (recorded or not).
   std::int64_t step() const noexcept { return step_; }
@@ -147,7 +234,31 @@ class GradientMonitor {
     nn::ActivationKind act_kind = nn::ActivationKind::identity;
   };
 
+  /// A recurrent layer followed through time: the norms of its last forward of this step.
+  struct TimeWatch {
+    nn::Recurrent<T>* module = nullptr;
+    Index layer = 0;
+    std::vector<double> total, recurrent;
+    /// LSTM: each sample's squared norm of dL/dh_t through the recurrence, per step, until the
+    /// cell's hook adds dL/dc_t to it.
+    std::vector<std::vector<double>> h_squares;
+    std::int64_t step = -1;        // the step these norms belong to
+    std::uint64_t generation = 0;  // of the forward whose hooks write them
+  };
+
   bool recording(std::int64_t s) const { return history_.wants(s); }
+  /// Hooks the time steps of a recurrent module's last forward (time watches [first, end)).
+  void watch_time(nn::Recurrent<T>& m, std::size_t first, std::size_t end);
+  /// Turns this step's norms into time profiles (step s).
+  void record_time(std::int64_t s);
+  /// Occurrences of an event at most this many steps apart belong to the same event.
+  std::int64_t merge_gap() const {
+    return static_cast<std::int64_t>(std::max(1, opt_.thresholds.window)) * history_.spacing();
+  }
+  /// Keeps the exploding verdicts of the latest window (step s) as events.
+  void check_events(std::int64_t s);
+  /// Keeps a non-finite loss at a step without a record (step s) as an event.
+  void note_loss(std::int64_t s, double loss);
 
   /// Finds the layers (modules with parameters) in forward order and the activation that
   /// follows each dense layer.
@@ -193,13 +304,18 @@ class GradientMonitor {
   std::vector<detail::Sums> sums_;       // this step's sums of each parameter's gradient
   std::vector<std::int64_t> summed_at_;  // the step each entry of sums_ was taken at
   std::optional<NanOrigin> nan_origin_;
+  std::vector<TimeLayerInfo> time_layers_;
+  std::vector<TimeRecords> time_records_;
+  std::vector<std::string> time_rows_;  // the report row of each time layer's recurrent weight
+  std::vector<TimeWatch> time_watch_;
+  EventLog events_;
   std::int64_t step_ = 0;
   bool pending_update_ = false;
 };
 
 template <Scalar T>
 GradientMonitor<T>::GradientMonitor(nn::Module<T>& model, MonitorOptions opt)
-    : model_(model), opt_(opt), history_(opt.max_history, opt.every) {
+    : model_(model), opt_(opt), history_(opt.max_history, opt.every), events_(opt.max_events) {
   if (opt_.every < 1) throw ValueError("GradientMonitor: every must be >= 1");
   discover(model_);
   params_ = model_.parameters();
@@ -225,7 +341,10 @@ void GradientMonitor<T>::record_gradients(double loss) {
   const std::int64_t s = step_++;
   pending_update_ = false;
   step_hooks_.clear();  // their nodes' sweep is over
-  if (!recording(s)) return;
+  if (!recording(s)) {
+    if (measured(loss) && !std::isfinite(loss)) note_loss(s, loss);
+    return;
+  }
   StepRecord r;
   r.step = s;
   r.loss = loss;
@@ -271,6 +390,55 @@ void GradientMonitor<T>::record_gradients(double loss) {
   }
   history_.push(std::move(r));
   pending_update_ = opt_.track_updates;
+  record_time(s);
+  check_events(s);
+}
+
+template <Scalar T>
+void GradientMonitor<T>::record_time(std::int64_t s) {
+  for (std::size_t i = 0; i < time_watch_.size(); ++i) {
+    auto& w = time_watch_[i];
+    if (w.step != s) continue;
+    w.step = -1;
+    // The steps the gradient reached: up to the last one whose hook ran (a loss that reads an
+    // early output only leaves the later steps without a gradient); 0 for a step it skipped.
+    std::size_t n = w.total.size();
+    while (n > 0 && !measured(w.total[n - 1])) --n;
+    if (n == 0) continue;
+    for (auto& v : w.total)
+      if (!measured(v)) v = 0;
+    for (auto& v : w.recurrent)
+      if (!measured(v)) v = 0;
+    const std::span<const double> total(w.total.data(), n);
+    const std::span<const double> recurrent(w.recurrent.data(), n - 1);
+    const double carry = w.module->carry_gate_mean(w.layer);
+    time_records_[i].push(make_time_profile(
+        s, total, recurrent, std::isnan(carry) ? not_measured : carry, opt_.max_time_points,
+        static_cast<double>(std::numeric_limits<T>::min())));
+  }
+}
+
+template <Scalar T>
+void GradientMonitor<T>::check_events(std::int64_t s) {
+  for (const auto& f : window_findings(layers_, history_, opt_.thresholds, true))
+    events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
+  for (const auto& f : time_findings(time_layers_, time_records_, time_rows_, opt_.thresholds))
+    if (f.verdict == Verdict::exploding_through_time)
+      events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
+}
+
+template <Scalar T>
+void GradientMonitor<T>::note_loss(std::int64_t s, double loss) {
+  Finding f;
+  f.verdict = Verdict::exploding;
+  f.rule = "non_finite";
+  f.summary = "the loss is " + detail::num(loss) + " at step " + std::to_string(s) +
+              " (a step the monitor did not record)";
+  f.evidence = {{"loss", loss}};
+  f.hints = {"lower the learning rate",
+             "clip gradients by global norm (clip_grad_norm(params, 1.0))",
+             "enable detect_nan_origin to name the op and module that made the first NaN"};
+  events_.record(s, f, detail::severity(f, opt_.thresholds), merge_gap());
 }
 
 template <Scalar T>
@@ -306,31 +474,55 @@ void GradientMonitor<T>::discover(nn::Module<T>& root) {
     if (!m.children().empty()) return;
     auto params = m.named_parameters();
     if (params.empty()) return;
-    Watched w;
-    w.module = &m;
-    for (auto& p : params) {
-      if (p.name == "weight") w.weight = p.tensor;
-      if (p.name == "bias") w.bias = p.tensor;
-    }
-    if (!w.weight.defined()) w.weight = params.front().tensor;
-    {
-      const Index rows = w.weight.rows(), cols = w.weight.cols();
+    std::vector<std::string> names;
+    for (const auto& p : params) names.push_back(p.name);
+    const auto rows = detail::parameter_rows(names);
+    const std::string path = m.path().empty() ? "(root)" : m.path();
+    const bool flow = m.in_gradient_flow();
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+      Watched w;
+      w.module = &m;
+      w.weight = params[rows[k].first].tensor;
+      if (rows[k].second != npos) w.bias = params[rows[k].second].tensor;
+      const Index wr = w.weight.rows(), wc = w.weight.cols();
       const auto budget = static_cast<Index>(opt_.update_sample);
-      const Index take = budget == 0 || rows * cols <= budget
-                             ? rows
-                             : std::clamp<Index>(budget / std::max<Index>(cols, 1), 1, rows);
-      for (Index k = 0; k < take; ++k)  // evenly spaced, the first and the last included
-        w.sample_rows.push_back(take == 1 ? 0 : k * (rows - 1) / (take - 1));
+      const Index take = budget == 0 || wr * wc <= budget
+                             ? wr
+                             : std::clamp<Index>(budget / std::max<Index>(wc, 1), 1, wr);
+      for (Index i = 0; i < take; ++i)  // evenly spaced, the first and the last included
+        w.sample_rows.push_back(take == 1 ? 0 : i * (wr - 1) / (take - 1));
       if (opt_.track_updates) w.snapshot = w.weight.value()(w.sample_rows, Eigen::all);
+      LayerInfo info;
+      // One row: the module's path (as before rows per parameter); several: "1.weight_hh_l0".
+      info.path = rows.size() == 1   ? path
+                  : m.path().empty() ? names[rows[k].first]
+                                     : m.path() + "." + names[rows[k].first];
+      info.kind = m.describe();
+      info.shape = w.weight.shape().str();
+      info.in_flow = flow && k == 0;
+      if (info.in_flow) pending = watched_.size();
+      watched_.push_back(std::move(w));
+      layers_.push_back(std::move(info));
     }
-    LayerInfo info;
-    info.path = m.path().empty() ? "(root)" : m.path();
-    info.kind = m.describe();
-    info.shape = w.weight.shape().str();
-    info.in_flow = dynamic_cast<nn::Dense<T>*>(&m) != nullptr;
-    if (info.in_flow) pending = watched_.size();
-    watched_.push_back(std::move(w));
-    layers_.push_back(std::move(info));
+    auto* rec = dynamic_cast<nn::Recurrent<T>*>(&m);
+    if (!rec || !opt_.time_profiles) return;
+    for (Index k = 0; k < rec->num_layers(); ++k) {
+      TimeLayerInfo info;
+      info.path = path;
+      info.kind = rec->describe();
+      info.layer = static_cast<int>(k);
+      info.carry_gate = rec->cell() == nn::CellKind::lstm  ? "forget gate"
+                        : rec->cell() == nn::CellKind::gru ? "update gate"
+                                                           : "";
+      const std::string row = "weight_hh_l" + std::to_string(k);
+      time_rows_.push_back(m.path().empty() ? row : m.path() + "." + row);
+      time_layers_.push_back(std::move(info));
+      time_records_.emplace_back(opt_.max_time_profiles);
+      TimeWatch tw;
+      tw.module = rec;
+      tw.layer = k;
+      time_watch_.push_back(std::move(tw));
+    }
   });
 }
 
@@ -343,6 +535,17 @@ void GradientMonitor<T>::attach() {
           sums_[i] = detail::sums(g.data(), g.size());
           summed_at_[i] = step_;
         }));
+  for (std::size_t i = 0; i < time_watch_.size();) {  // the time layers of one module at a time
+    std::size_t end = i;
+    while (end < time_watch_.size() && time_watch_[end].module == time_watch_[i].module) ++end;
+    handles_.push_back(time_watch_[i].module->register_forward_hook(
+        [this, i, end](nn::Module<T>& m, const Tensor<T>&, const Tensor<T>& y) {
+          if (!m.is_training() || !recording(step_) || y.is_persistent() || !y.requires_grad())
+            return;
+          watch_time(static_cast<nn::Recurrent<T>&>(m), i, end);
+        }));
+    i = end;
+  }
   for (std::size_t l = 0; l < watched_.size(); ++l) {
     auto& w = watched_[l];
     if (opt_.delta_norms && layers_[l].in_flow)
@@ -364,6 +567,75 @@ void GradientMonitor<T>::attach() {
             if (!m.is_training() || !recording(step_)) return;
             activation_stats(l, y.value());
           }));
+  }
+}
+
+template <Scalar T>
+void GradientMonitor<T>::watch_time(nn::Recurrent<T>& m, std::size_t first, std::size_t end) {
+  for (std::size_t i = first; i < end; ++i) {
+    auto& w = time_watch_[i];
+    const auto& ts = m.time_steps(w.layer);
+    const std::size_t n = ts.outputs.size();
+    w.total.assign(n, not_measured);
+    w.recurrent.assign(n > 0 ? n - 1 : 0, not_measured);
+    w.step = step_;
+    const std::uint64_t gen = ++w.generation;  // a later forward of the step replaces this one
+    if (m.cell() != nn::CellKind::lstm) {
+      // The state is h_t: its gradient in total, and as step t+1 sends it back.
+      auto norm_into = [this, i, gen](bool through_recurrence, std::size_t t) {
+        return [this, i, gen, through_recurrence, t](const ConstMatrixMap<T>& g) {
+          auto& tw = time_watch_[i];
+          if (tw.generation != gen) return;
+          (through_recurrence ? tw.recurrent : tw.total)[t] = detail::mean_row_norm(g);
+        };
+      };
+      for (std::size_t t = 0; t < n; ++t) {
+        Tensor<T> h = ts.outputs[t];
+        if (h.requires_grad()) step_hooks_.push_back(h.register_hook(norm_into(false, t)));
+        if (t + 1 < n) {
+          Tensor<T> r = ts.recurrent[t];
+          if (r.requires_grad()) step_hooks_.push_back(r.register_hook(norm_into(true, t)));
+        }
+      }
+      continue;
+    }
+    // LSTM: the state is (h_t, c_t), and the cell state carries the long memory, so the norms
+    // are those of (dL/dh_t, dL/dc_t) per sample. The view step t+1 reads h_t through gives
+    // dL/dh_t through the recurrence (its hook runs first); the cell's node [h_t; c_t] gives the
+    // total dL/dh_t and dL/dc_t, which (but at the last step) comes from step t+1 alone.
+    w.h_squares.resize(n);
+    for (std::size_t t = 0; t < n; ++t) {
+      if (t + 1 < n) {
+        Tensor<T> r = ts.recurrent[t];
+        if (r.requires_grad())
+          step_hooks_.push_back(r.register_hook([this, i, gen, t](const ConstMatrixMap<T>& g) {
+            auto& tw = time_watch_[i];
+            if (tw.generation != gen) return;
+            auto& sq = tw.h_squares[t];
+            sq.assign(static_cast<std::size_t>(g.rows()), 0.0);
+            for (Index b = 0; b < g.rows(); ++b)
+              sq[static_cast<std::size_t>(b)] = detail::row_squares(g, b);
+          }));
+      }
+      Tensor<T> c = ts.cells[t];
+      if (!c.requires_grad()) continue;
+      step_hooks_.push_back(c.register_hook([this, i, gen, t, n](const ConstMatrixMap<T>& g) {
+        auto& tw = time_watch_[i];
+        if (tw.generation != gen) return;
+        const Index B = g.rows() / 2;
+        const auto& sq = tw.h_squares[t];
+        const bool rec = t + 1 < n && sq.size() == static_cast<std::size_t>(B);
+        double total = 0, recurrent = 0;
+        for (Index b = 0; b < B; ++b) {
+          const double c2 = detail::row_squares(g, B + b);
+          total += std::sqrt(detail::row_squares(g, b) + c2);
+          if (rec) recurrent += std::sqrt(sq[static_cast<std::size_t>(b)] + c2);
+        }
+        const double denom = static_cast<double>(std::max<Index>(1, B));
+        tw.total[t] = total / denom;
+        if (t + 1 < n) tw.recurrent[t] = rec ? recurrent / denom : 0.0;  // 0: no gradient came
+      }));
+    }
   }
 }
 
@@ -412,24 +684,27 @@ void GradientMonitor<T>::activation_stats(std::size_t l, const ConstMatrixMap<T>
 template <Scalar T>
 void GradientMonitor<T>::write_csv(const std::string& path) const {
   auto os = open(path);
-  diagnostics::write_csv(os, layers_, history_);
+  diagnostics::write_csv(os, layers_, history_, &events_);
+  write_time_csv(os, time_layers_, time_records_);
 }
 
 template <Scalar T>
 void GradientMonitor<T>::write_jsonl(const std::string& path) const {
   auto os = open(path);
-  diagnostics::write_jsonl(os, layers_, history_);
+  diagnostics::write_jsonl(os, layers_, history_, &events_);
+  write_time_jsonl(os, time_layers_, time_records_);
 }
 
 template <Scalar T>
 void GradientMonitor<T>::write_svg(const std::string& path, const SvgOptions& svg) const {
   auto os = open(path);
-  diagnostics::write_svg(os, layers_, history_, diagnose(), svg);
+  diagnostics::write_svg(os, layers_, history_, diagnose(), svg, &time_layers_, &time_records_);
 }
 
 template <Scalar T>
 std::string GradientMonitor<T>::report() const {
-  return format_report(layers_, history_, diagnose());
+  return format_report(layers_, history_, diagnose()) +
+         format_time_report(time_layers_, time_records_);
 }
 
 }  // namespace gradscope::diagnostics

@@ -19,9 +19,9 @@ namespace gradscope::diagnostics {
 
 /// The gradient through time of one recurrent layer at one recorded step.
 ///
-/// total[t] is the per-sample norm of dL/dh_t (the mean over the batch of each sample's norm,
-/// times the batch size when the loss is a batch mean: see GradientMonitor), through the output
-/// and the recurrence; recurrent[t] the same through the recurrence alone (from step t+1). Their
+/// total[t] is the per-sample norm of dL/dh_t (the mean over the batch of each sample's norm;
+/// for an LSTM the norm of (dL/dh_t, dL/dc_t), its whole state), through the output and the
+/// recurrence; recurrent[t] the same through the recurrence alone (from step t+1). Their
 /// ratio recurrent[t] / total[t+1] is how much of the gradient at step t+1 the step carries back
 /// to t, whether or not the loss also reads every step's output: its geometric mean over t is the
 /// gain per step, its running product from the last step back the part of the last step's

@@ -28,6 +28,7 @@ class Dense : public Module<T> {
         bool bias = true, Rng* rng = nullptr);
   Tensor<T> forward(const Tensor<T>& x) override;
   std::string kind() const override { return "Dense"; }
+  bool in_gradient_flow() const override { return true; }
   std::string describe() const override;
   Index in_features() const noexcept { return in_; }
   Index out_features() const noexcept { return out_; }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -37,8 +38,15 @@ class Module {
   virtual std::string kind() const = 0;
   /// The kind with its configuration, e.g. "Dense(784 -> 256)".
   virtual std::string describe() const { return kind(); }
+  /// Whether the gradient monitor follows this module's output gradient as a link of the
+  /// network's gradient-flow chain (its per-sample norm, the depth verdicts). Dense and the
+  /// recurrent layers say yes; override it in a module of your own that transforms its input
+  /// the way a layer of the chain does.
+  virtual bool in_gradient_flow() const { return false; }
 
   /// Runs forward under the module's label (anomaly messages name it) and calls forward hooks.
+  /// A ShapeError from inside forward gets the label of the innermost module it passed
+  /// through appended: "... (in module '1 (Dense(3 -> 8))')".
   Tensor<T> operator()(const Tensor<T>& x);
 
   /// Calls `hook(module, input, output)` after every forward; remove it with the handle.
@@ -54,6 +62,10 @@ class Module {
   Index parameter_count() const;
   /// Zeroes every parameter's gradient.
   void zero_grad();
+  /// Sets requires_grad on every parameter of this module and its descendants (PyTorch's
+  /// requires_grad_): false freezes them (backward gives them no gradient; optimisers and
+  /// clipping skip them), true makes them trainable again. See Tensor::set_requires_grad.
+  Module& set_requires_grad(bool on);
 
   /// Direct children with their local names.
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
@@ -91,6 +103,8 @@ class Module {
   std::shared_ptr<Module> register_module(std::string name, std::shared_ptr<Module> m);
 
  private:
+  /// forward(x), with a ShapeError from inside it labelled (see operator()).
+  Tensor<T> labelled_forward(const Tensor<T>& x);
   void set_path(const std::string& p);
   void collect(std::vector<Named<T>>& out, const std::string& prefix, bool params) const;
 
@@ -108,9 +122,23 @@ class Module {
 template <Scalar T>
 Tensor<T> Module<T>::operator()(const Tensor<T>& x) {
   LabelScope scope(label().c_str());
-  Tensor<T> y = forward(x);
+  Tensor<T> y = labelled_forward(x);
   for (std::size_t k = 0; k < hooks_.size(); ++k) hooks_[k].second(*this, x, y);
   return y;
+}
+
+template <Scalar T>
+Tensor<T> Module<T>::labelled_forward(const Tensor<T>& x) {
+  try {
+    return forward(x);
+  } catch (const ShapeError& e) {
+    // Labelled once, by the innermost module: its containers pass the error on unchanged.
+    static constexpr std::string_view marker = " (in module '", id = "[gradscope.shape] ";
+    std::string_view what = e.what();
+    if (what.find(marker) != std::string_view::npos) throw;
+    if (what.substr(0, id.size()) == id) what.remove_prefix(id.size());
+    throw ShapeError(std::string(what).append(marker).append(label()).append("')"));
+  }
 }
 
 template <Scalar T>
@@ -154,6 +182,12 @@ Index Module<T>::parameter_count() const {
 template <Scalar T>
 void Module<T>::zero_grad() {
   for (auto& p : parameters()) p.zero_grad();
+}
+
+template <Scalar T>
+Module<T>& Module<T>::set_requires_grad(bool on) {
+  for (auto& p : parameters()) p.set_requires_grad(on);
+  return *this;
 }
 
 template <Scalar T>

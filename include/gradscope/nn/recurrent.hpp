@@ -109,6 +109,7 @@ class Recurrent : public Module<T> {
 
   Tensor<T> forward(const Tensor<T>& x) override;
   std::string kind() const override { return detail::cell_name(kind_); }
+  bool in_gradient_flow() const override { return true; }
   std::string describe() const override;
 
   CellKind cell() const noexcept { return kind_; }

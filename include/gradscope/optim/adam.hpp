@@ -74,13 +74,22 @@ auto Adam<T>::apply(bool commit) -> std::optional<Overflow> {
   static constexpr const char* hints[] = {
       "", "", "a squared gradient overflows: scale the loss down or clip the gradients"};
   const Index chunk = this->chunk_size;
-  const T t = static_cast<T>(this->steps());
-  const T c1 = T(1) - std::pow(o_.beta1, t);
-  const T c2 = T(1) - std::pow(o_.beta2, t);
   std::size_t i = 0;
+  std::int64_t corrected = -1;  // the step count c1 and c2 belong to (usually one for all)
+  T c1 = 1, c2 = 1;
   for (auto& group : this->groups_) {
     const T lr = this->group_lr(group);
     for (auto& p : group.params) {
+      if (!this->trainable(p)) {  // frozen: value, moments and step count kept
+        ++i;
+        continue;
+      }
+      // Bias correction by the parameter's own step count (PyTorch's per-parameter "step").
+      if (this->param_steps(i) != corrected) {
+        corrected = this->param_steps(i);
+        c1 = T(1) - std::pow(o_.beta1, static_cast<T>(corrected));
+        c2 = T(1) - std::pow(o_.beta2, static_cast<T>(corrected));
+      }
       const bool reg = this->regularized(group, p);
       const T coupled = reg && !decoupled_ ? o_.weight_decay : T(0);  // Adam: g += wd p
       const T l1 = reg ? o_.l1 : T(0);                                // both: g += l1 sign(p)
@@ -128,7 +137,7 @@ bool Adam<T>::bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>
   // Every intermediate of apply() bounded by magnitudes: |m / (sqrt(v^) + eps)| <= |m| / eps.
   const double lr = static_cast<double>(this->group_lr(group)), wd = o_.weight_decay, b1 = o_.beta1,
                b2 = o_.beta2, eps = o_.eps;
-  const T t = static_cast<T>(this->steps());  // c1 and c2 exactly as apply() rounds them
+  const T t = static_cast<T>(this->param_steps(i));  // c1 and c2 exactly as apply() rounds them
   const double c1 = static_cast<double>(T(1) - std::pow(o_.beta1, t));
   const double c2 = static_cast<double>(T(1) - std::pow(o_.beta2, t));
   const bool reg = this->regularized(group, p);

@@ -10,13 +10,15 @@
 namespace gradscope::optim {
 
 /// Clamps every gradient element to [-limit, limit] (limit > 0). NaNs are left in place for
-/// the optimiser's non-finite policy to see.
+/// the optimiser's non-finite policy to see. Frozen parameters (requires_grad off) are skipped
+/// here and in grad_norm and clip_grad_norm, as PyTorch skips parameters without a gradient.
 template <Scalar T>
 void clip_grad_value(const std::vector<Tensor<T>>& params, std::type_identity_t<T> limit) {
   if (!(limit > 0) || !std::isfinite(static_cast<double>(limit)))
     throw ValueError(gradscope::detail::cat("clip_grad_value: limit must be a positive finite ",
                                             "number, got ", limit));
   for (Tensor<T> p : params) {
+    if (!p.requires_grad()) continue;
     auto g = p.mutable_grad();
     for (Index i = 0; i < g.size(); ++i) {
       T& v = g.data()[i];
@@ -34,6 +36,7 @@ double grad_norm(const std::vector<Tensor<T>>& params, double p = 2) {
   const bool inf = std::isinf(p);
   double total = 0;
   for (const auto& t : params) {
+    if (!t.requires_grad()) continue;
     const auto g = t.grad();
     if (inf) {
       for (Index i = 0; i < g.size(); ++i)
@@ -65,17 +68,21 @@ double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm, dou
   if (!std::isfinite(total)) {
     if (policy == NonFinite::error) {
       for (const auto& t : params)
-        if (!gradscope::detail::all_finite(t.grad()))
-          throw NumericalError(gradscope::detail::cat(
-              "clip_grad_norm: non-finite gradient in parameter '",
-              t.name().empty() ? std::string("(unnamed)") : t.name(), "' of shape ", t.shape()));
-      throw NumericalError("clip_grad_norm: the total gradient norm overflowed");
+        if (t.requires_grad() && !gradscope::detail::all_finite(t.grad()))
+          throw NumericalError(
+              gradscope::detail::cat("clip_grad_norm: non-finite gradient in parameter '",
+                                     t.name().empty() ? std::string("(unnamed)") : t.name(),
+                                     "' of shape ", t.shape()),
+              "clip_grad_norm", "update", t.name().empty() ? std::string("(unnamed)") : t.name());
+      throw NumericalError("clip_grad_norm: the total gradient norm overflowed", "clip_grad_norm",
+                           "update");
     }
     return total;
   }
   const double coef = max_norm / (total + 1e-6);
   if (coef < 1)
-    for (Tensor<T> t : params) t.mutable_grad() *= static_cast<T>(coef);
+    for (Tensor<T> t : params)
+      if (t.requires_grad()) t.mutable_grad() *= static_cast<T>(coef);
   return total;
 }
 

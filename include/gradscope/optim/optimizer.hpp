@@ -20,7 +20,9 @@ namespace gradscope::optim {
 /// What an optimiser (or clip_grad_norm) does when a gradient holds a NaN or Inf, or (optimisers)
 /// when the update would turn a finite parameter or state value into a NaN or Inf.
 enum class NonFinite {
-  error,    ///< throw NumericalError naming the first parameter concerned; nothing changes
+  /// throw NumericalError naming the first parameter concerned (its op() is "<Kind>.step", its
+  /// phase() "update", its label() the parameter's name); nothing changes
+  error,
   skip,     ///< leave every parameter and buffer unchanged this step (step() returns false)
   proceed,  ///< apply the step anyway; counted in non_finite_steps() and reported by step()
 };
@@ -35,7 +37,10 @@ struct ParamGroup {
   std::optional<bool> regularize{};
 };
 
-/// The base of every optimiser.
+/// The base of every optimiser. A frozen parameter (requires_grad off, e.g. through
+/// Module::set_requires_grad(false)) is skipped by step(), as PyTorch skips parameters without a
+/// gradient: neither the update nor weight decay, L1, momentum or moment estimates touch it, and
+/// its step count (Adam's bias correction) stands still until it is trainable again.
 template <Scalar T>
 class Optimizer {
  public:
@@ -81,9 +86,12 @@ class Optimizer {
   /// The optimiser's state as named persistent tensors (for checkpoints): "step" and, per
   /// parameter, its buffers ("<param name>.exp_avg", ...). Loading writes into these tensors.
   std::vector<NamedTensor<T>> named_state();
-  /// Call after loading values into named_state()'s tensors: takes the step count back.
+  /// Call after loading values into named_state()'s tensors: takes the step count back. The
+  /// state holds one step count, so every parameter's own count becomes it (exact unless some
+  /// parameter was frozen for part of the run that was saved).
   void state_loaded() {
     steps_ = static_cast<std::int64_t>(std::llround(step_tensor_.item()));
+    std::fill(param_steps_.begin(), param_steps_.end(), steps_);
     state_max_known_ = false;
   }
 
@@ -111,6 +119,12 @@ class Optimizer {
                        double grad_max, double value_max, std::array<double, 3>& next) const = 0;
   /// The named buffers of parameter i (in parameters() order).
   virtual std::vector<std::pair<std::string, Tensor<T>>> state_of(std::size_t i) = 0;
+
+  /// False for a frozen parameter, which apply() must leave alone (value and state).
+  static bool trainable(const Tensor<T>& p) { return p.requires_grad(); }
+  /// The steps parameter i (in parameters() order) takes part in, the one being applied
+  /// included: steps() less the steps it was frozen for (PyTorch's per-parameter "step").
+  std::int64_t param_steps(std::size_t i) const { return param_steps_[i]; }
 
   /// Elements updated together: the chunk's values, state and temporaries stay in L1.
   static constexpr Index chunk_size = 1024;
@@ -194,6 +208,8 @@ class Optimizer {
   [[noreturn]] void throw_overflow(const Overflow& o) const;
   // Measures the state's magnitudes again (after named_state() or state_loaded()).
   void recompute_state_max();
+  // Adds `delta` to the step count of every trainable parameter.
+  void count_param_steps(int delta);
 
   // Two blocks for temporaries, four for the staged copies of a checked chunk: allocated once,
   // so that step() allocates nothing.
@@ -202,6 +218,7 @@ class Optimizer {
   // Bounds of the state's magnitudes by parameter and buffer, and those after the step.
   std::vector<std::array<double, 3>> state_max_, next_max_;
   bool state_max_known_ = true;  // the state starts at zero
+  std::vector<std::int64_t> param_steps_;
   std::int64_t steps_ = 0, skipped_ = 0, non_finite_steps_ = 0;
   NonFinite non_finite_ = NonFinite::error;
   Tensor<T> step_tensor_;
@@ -223,7 +240,7 @@ Optimizer<T>::Optimizer(std::vector<ParamGroup<T>> groups) : groups_(std::move(g
       throw ValueError(cat("optimizer: parameter group ", gi,
                            ": lr_scale must be finite and >= 0, got ", *g.lr_scale));
     for (const auto& p : g.params) {
-      if (!p.is_persistent() || !p.requires_grad())
+      if (!p.is_parameter())  // trainable or frozen; data and tape nodes are not parameters
         throw UsageError(
             cat("optimizer: parameter ", i, " ('", p.name(), "') is not a parameter tensor"));
       seen.emplace_back(p.storage().get(), i++);
@@ -234,6 +251,7 @@ Optimizer<T>::Optimizer(std::vector<ParamGroup<T>> groups) : groups_(std::move(g
         "optimizer: no parameters to optimise (an empty parameter list; a model without "
         "parameters?)");
   grad_max_.assign(seen.size(), 0.0);
+  param_steps_.assign(seen.size(), 0);
   state_max_.assign(seen.size(), {0, 0, 0});
   next_max_ = state_max_;
   std::sort(seen.begin(), seen.end());
@@ -271,7 +289,7 @@ bool Optimizer<T>::step() {
             gradscope::detail::cat(kind(), ".step: non-finite gradient in parameter '",
                                    display_name(p), "' of shape ", p.shape(),
                                    "; the step was not applied"),
-            kind() + ".step", "", display_name(p));
+            kind() + ".step", "update", display_name(p));
       case NonFinite::skip:
         ++skipped_;
         return false;
@@ -280,11 +298,13 @@ bool Optimizer<T>::step() {
         break;
     }
     ++steps_;
+    count_param_steps(1);
     apply(true);
     state_max_known_ = false;  // the state may hold NaNs now
     return false;
   }
   ++steps_;
+  count_param_steps(1);
   // Would the update make a finite value non-finite? Usually the magnitudes rule it out at the
   // cost of reading the parameters once; else the update is computed once without storing it
   // (and the state's magnitudes are measured again at the next step, to get tight bounds back).
@@ -294,9 +314,11 @@ bool Optimizer<T>::step() {
     switch (non_finite_) {
       case NonFinite::error:
         --steps_;
+        count_param_steps(-1);
         throw_overflow(*overflow);
       case NonFinite::skip:
         --steps_;
+        count_param_steps(-1);
         ++skipped_;
         return false;
       case NonFinite::proceed:
@@ -312,6 +334,13 @@ bool Optimizer<T>::step() {
 }
 
 template <Scalar T>
+void Optimizer<T>::count_param_steps(int delta) {
+  std::size_t i = 0;
+  for (const auto& g : groups_)
+    for (const auto& p : g.params) param_steps_[i++] += trainable(p) ? delta : 0;
+}
+
+template <Scalar T>
 void Optimizer<T>::throw_overflow(const Overflow& o) const {
   const Tensor<T> p = parameters()[o.param];
   const std::string what =
@@ -322,7 +351,7 @@ void Optimizer<T>::throw_overflow(const Overflow& o) const {
       gradscope::detail::cat(kind(), ".step: step ", steps_ + 1, " would make ", what, " of shape ",
                              p.shape(), " non-finite (learning rate ", lr_, *o.hint ? "; " : "",
                              o.hint, "); the step was not applied"),
-      kind() + ".step", "", display_name(p));
+      kind() + ".step", "update", display_name(p));
 }
 
 template <Scalar T>
@@ -363,7 +392,7 @@ std::optional<Tensor<T>> Optimizer<T>::first_non_finite() {
   std::size_t i = 0;
   for (const auto& g : groups_)
     for (const auto& p : g.params) {
-      grad_max_[i] = abs_max(p.grad().data(), p.size());
+      grad_max_[i] = trainable(p) ? abs_max(p.grad().data(), p.size()) : 0.0;
       if (!std::isfinite(grad_max_[i++])) return p;
     }
   return std::nullopt;
@@ -376,6 +405,11 @@ bool Optimizer<T>::all_bounded() {
   std::size_t i = 0;
   for (const auto& g : groups_)
     for (const auto& p : g.params) {
+      if (!trainable(p)) {  // frozen: nothing of it changes
+        next_max_[i] = state_max_[i];
+        ++i;
+        continue;
+      }
       const double value_max = abs_max(p.value().data(), p.size());
       // A value already non-finite (NaN here) leaves the decision to the exact check.
       ok =

@@ -81,6 +81,10 @@ auto RMSprop<T>::apply(bool commit) -> std::optional<Overflow> {
   for (auto& group : this->groups_) {
     const T lr = this->group_lr(group);
     for (auto& p : group.params) {
+      if (!this->trainable(p)) {  // frozen: value and averages kept
+        ++i;
+        continue;
+      }
       const bool reg = this->regularized(group, p);
       const T* grad = p.grad().data();
       T* wp = p.mutable_value().data();

@@ -66,13 +66,17 @@ auto SGD<T>::apply(bool commit) -> std::optional<Overflow> {
   using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
   static constexpr const char* buffers[] = {"value", "momentum_buffer"};
   const Index chunk = this->chunk_size;
-  const bool first = this->steps() == 1;
   const bool decays = o_.weight_decay != 0 || o_.l1 != 0;
   const T mu = o_.momentum;
   std::size_t i = 0;
   for (auto& group : this->groups_) {
     const T lr = this->group_lr(group);
     for (auto& p : group.params) {
+      if (!this->trainable(p)) {  // frozen: no update, no decay, momentum buffer kept
+        ++i;
+        continue;
+      }
+      const bool first = this->param_steps(i) == 1;  // its buffer starts at its first gradient
       const bool reg = decays && this->regularized(group, p);
       const T* grad = p.grad().data();
       T* wp = p.mutable_value().data();
@@ -126,7 +130,7 @@ bool SGD<T>::bounded(std::size_t i, const ParamGroup<T>& group, const Tensor<T>&
   double d = ge;  // how far the weight moves, over lr
   next = {0, 0, 0};
   if (mu != 0) {
-    const double b = this->steps() == 1 ? ge : mu * this->state_max(i, 0) + ge;
+    const double b = this->param_steps(i) == 1 ? ge : mu * this->state_max(i, 0) + ge;
     next[0] = b;
     d = o_.nesterov ? ge + mu * b : b;
   }

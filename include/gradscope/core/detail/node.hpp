@@ -286,6 +286,7 @@ struct Storage {
   Matrix<T> grad;  // empty unless requires_grad
   int rank = 2;
   bool requires_grad = false;
+  bool parameter = false;  // requires_grad was on at some point: a parameter, maybe frozen now
   std::string name;  // set by the owning module ("3.weight"); used in error messages
   // The leaf node standing for this storage on the tape it was last recorded on.
   const void* leaf_tape = nullptr;
