@@ -6,7 +6,15 @@
 #                               bench_mlp_train run with 1 and 2 Eigen threads, peak memory of a
 #                               200-step net-B run, compile times; prints the tables and rewrites
 #                               them in docs/benchmarks.md between <!-- bench:begin --> and
-#                               <!-- bench:end -->.
+#                               <!-- bench:end --> (bench_rnn_train's table between
+#                               <!-- bench-rnn:begin --> and <!-- bench-rnn:end -->). The OpenMP
+#                               build, peak memory and compile times belong to the bench_mlp_train
+#                               run and are skipped when GRADSCOPE_BENCH_PROGRAMS leaves it out;
+#                               the Results block is then left alone.
+#   GRADSCOPE_BENCH_PROGRAMS=bench_rnn_train scripts/bench.sh
+#                               the recurrent benchmark alone (LSTM and GRU training steps against
+#                               the hand-written twin), 5 repetitions: prints its table and
+#                               rewrites only its block in docs/benchmarks.md.
 #   scripts/bench.sh --quick    smoke run (scripts/test.sh uses it): every benchmark once with a
 #                               tiny --benchmark_min_time; fails if one reports an error. Reuses
 #                               build/ (test.sh's release build) when it has the benchmarks.
@@ -20,7 +28,9 @@
 #                               libtorch-dev, tiny-dnn, libcereal-dev, libstb-dev, libgemmlowp-dev),
 #                               then runs bench_mlp_train's gradscope rows and the peers' rows one
 #                               program after the other, GRADSCOPE_BENCH_REPETITIONS times (order
-#                               alternating), and prints medians and gradscope/peer ratios.
+#                               alternating), and prints medians and gradscope/peer ratios; the
+#                               same for bench_rnn_train's LSTM and GRU against bench_torch_rnn
+#                               (PyTorch's torch::nn::LSTM / GRU; tiny-dnn has no peer there).
 #                               --threads N: N threads for every side (N > 1: an OpenMP build,
 #                               build-bench-peers-omp/). OpenBLAS (PyTorch's BLAS) follows the
 #                               caller's OPENBLAS_CORETYPE.
@@ -41,8 +51,9 @@
 #                               kernels (GRADSCOPE_OPENBLAS_CORETYPE, default Haswell), and the
 #                               native build.
 #   In --peers, --blas and --dispatch modes --filter RE (grep -E) picks the cases among
-#   "<net>/batch:<n>" (e.g. 'B/batch:128', '^A/', 'batch:128$'); these modes print their tables
-#   and never touch docs/benchmarks.md.
+#   "<net>/batch:<n>" (e.g. 'B/batch:128', '^A/', 'batch:128$') and, in --peers mode, among the
+#   recurrent cases "<cell>/T:<T>/B:<B>/I:<I>/H:<H>" (e.g. '^(lstm|gru)/' for those alone,
+#   'T:100'); these modes print their tables and never touch docs/benchmarks.md.
 # Environment: GRADSCOPE_JOBS build parallelism (default 2), GRADSCOPE_BENCH_REPETITIONS (5),
 # GRADSCOPE_BENCH_PEER_LIST (--peers: "torch;tinydnn", the default, or one of them),
 # GRADSCOPE_OPENBLAS_CORETYPE (--blas), GRADSCOPE_BENCH_BUILD_DIR (build directory to use instead
@@ -98,8 +109,8 @@ peer_list=${GRADSCOPE_BENCH_PEER_LIST:-torch;tinydnn}
 
 bench_names=()
 if ((peers)); then
-  bench_names=(bench_mlp_train)
-  [[ ";$peer_list;" == *";torch;"* ]] && bench_names+=(bench_torch_mlp)
+  bench_names=(bench_mlp_train bench_rnn_train)
+  [[ ";$peer_list;" == *";torch;"* ]] && bench_names+=(bench_torch_mlp bench_torch_rnn)
   [[ ";$peer_list;" == *";tinydnn;"* ]] && bench_names+=(bench_tinydnn_mlp)
 elif ((blas || dispatch)); then
   bench_names=(bench_mlp_train)
@@ -296,28 +307,52 @@ comparison_header() {  # what, command
   echo "- $1"
 }
 
-# The cases of bench_mlp_train (bench/mlp_train.bench.cpp, kCases); --filter RE picks among them.
-selected_cases() {
+# The cases --filter RE picks among the given ones, joined by '|' (empty when none).
+filtered_cases() {
   local c picked=()
-  for c in A/batch:10 A/batch:128 B/batch:32 B/batch:128 C/batch:128 D/batch:128 E/batch:128; do
+  for c in "$@"; do
     [[ -z "$filter" ]] || grep -Eq -- "$filter" <<<"$c" && picked+=("$c")
   done
-  ((${#picked[@]})) || { echo "bench.sh: --filter '$filter' matches none of the nets' cases" >&2; exit 2; }
   local IFS='|'
   echo "${picked[*]}"
+}
+# The cases of bench_mlp_train (bench/mlp_train.bench.cpp, kCases).
+mlp_cases() {
+  filtered_cases A/batch:10 A/batch:128 B/batch:32 B/batch:128 C/batch:128 D/batch:128 E/batch:128
+}
+# The cases of bench_rnn_train (bench/rnn_cases.hpp, kCases).
+rnn_cases() {
+  filtered_cases lstm/T:28/B:128/I:28/H:128 lstm/T:100/B:32/I:32/H:256 \
+    gru/T:28/B:128/I:28/H:128 gru/T:100/B:32/I:32/H:256
+}
+# The MLP cases; exits when --filter matches none.
+selected_cases() {
+  local picked
+  picked=$(mlp_cases)
+  [[ -n $picked ]] || { echo "bench.sh: --filter '$filter' matches none of the nets' cases" >&2; exit 2; }
+  echo "$picked"
 }
 
 if ((peers)); then
   : >"$results/rows.tsv"
-  cases=$(selected_cases)
+  cases=$(mlp_cases)
+  rcases=$(rnn_cases)
+  [[ -n $cases || -n $rcases ]] || { echo "bench.sh: --filter '$filter' matches none of the cases" >&2; exit 2; }
   ours_env=(OMP_NUM_THREADS="$peer_threads" OMP_PROC_BIND=close OPENBLAS_NUM_THREADS="$peer_threads")
   peer_env=(OMP_NUM_THREADS="$peer_threads" OPENBLAS_NUM_THREADS="$peer_threads")
   for ((rep = 1; rep <= repetitions; rep++)); do
     # Alternate which side runs first, so a drift in the machine's load does not favour one side.
-    progs=(ours)
-    [[ " ${bench_names[*]} " == *" bench_torch_mlp "* ]] && progs+=(torch)
-    [[ " ${bench_names[*]} " == *" bench_tinydnn_mlp "* ]] && progs+=(tinydnn)
-    ((rep % 2)) || progs=("${progs[@]:1}" ours)
+    progs=()
+    if [[ -n $cases ]]; then
+      progs=(ours)
+      [[ " ${bench_names[*]} " == *" bench_torch_mlp "* ]] && progs+=(torch)
+      [[ " ${bench_names[*]} " == *" bench_tinydnn_mlp "* ]] && progs+=(tinydnn)
+      ((rep % 2)) || progs=("${progs[@]:1}" ours)
+    fi
+    # The recurrent benchmark against PyTorch's LSTM and GRU (no tiny-dnn peer).
+    if [[ -n $rcases && " ${bench_names[*]} " == *" bench_torch_rnn "* ]]; then
+      if ((rep % 2)); then progs+=(oursrnn torchrnn); else progs+=(torchrnn oursrnn); fi
+    fi
     for p in "${progs[@]}"; do
       case $p in
         ours) run_one ours "$rep" "${ours_env[@]}" -- "$build/bench/bench_mlp_train" \
@@ -326,11 +361,15 @@ if ((peers)); then
           --threads="$peer_threads" --benchmark_filter="^peers/torch/($cases)(/ratio)?(/real_time)?\$" ;;
         tinydnn) run_one tinydnn "$rep" "${peer_env[@]}" -- "$build/bench/peers/bench_tinydnn_mlp" \
           --threads="$peer_threads" --benchmark_filter="^peers/tinydnn/($cases)(/real_time)?\$" ;;
+        oursrnn) run_one oursrnn "$rep" "${ours_env[@]}" -- "$build/bench/bench_rnn_train" \
+          --benchmark_filter="^rnn_train/($rcases)/gradscope" ;;
+        torchrnn) run_one torchrnn "$rep" "${peer_env[@]}" -- "$build/bench/peers/bench_torch_rnn" \
+          --threads="$peer_threads" --benchmark_filter="^peers/torch/($rcases)(/ratio)?(/real_time)?\$" ;;
       esac
     done
   done
-  core=$(awk -F'\t' '$1 ~ /^torch_/ && $2 == "context" && $4 == "openblas_core" { print $5; exit }' "$results/rows.tsv")
-  torch_version=$(awk -F'\t' '$1 ~ /^torch_/ && $2 == "context" && $4 == "torch_version" { print $5; exit }' "$results/rows.tsv")
+  core=$(awk -F'\t' '$1 ~ /^torch(rnn)?_/ && $2 == "context" && $4 == "openblas_core" { print $5; exit }' "$results/rows.tsv")
+  torch_version=$(awk -F'\t' '$1 ~ /^torch(rnn)?_/ && $2 == "context" && $4 == "torch_version" { print $5; exit }' "$results/rows.tsv")
   report=$results/peers.md
   # Debian's libtorch takes its BLAS from the libblas.so.3 alternative: without libopenblas0 that
   # is the reference BLAS, and PyTorch's GEMM-bound steps run 20-30x slower than with OpenBLAS.
@@ -344,7 +383,7 @@ if ((peers)); then
     comparison_header "Threads: $peer_threads for every side; PyTorch ${torch_version:-(not run)} on OpenBLAS core ${core:-?} (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}); timing: $( ((peer_threads > 1)) && echo 'wall time' || echo 'CPU time of the benchmark thread')" \
       "scripts/bench.sh --peers$( ((peer_threads > 1)) && echo " --threads $peer_threads")"
     echo
-    awk -F'\t' "$median_awk"'
+    [[ -n $cases ]] && awk -F'\t' "$median_awk"'
       $3 != "single" || $2 == "context" { next }
       {
         split($1, f, "_"); prog = f[1]; rep = f[2]
@@ -388,11 +427,50 @@ if ((peers)); then
           print line
         }
       }' "$results/rows.tsv"
+    if [[ -n $rcases ]] && grep -q '^torchrnn_' "$results/rows.tsv"; then
+      [[ -n $cases ]] && echo
+      echo "Recurrent (bench_rnn_train against bench_torch_rnn: torch::nn::LSTM / GRU, target >= 1.0 at one thread):"
+      echo
+      awk -F'\t' -v threads="$peer_threads" "$median_awk"'
+        $3 != "single" || $2 == "context" { next }
+        {
+          split($1, f, "_"); prog = f[1]; rep = f[2]
+          n = split($2, p, "/")
+          if (prog == "oursrnn" && p[7] == "gradscope" && $4 == "samples/s") { id = p[2] "/" p[3] "/" p[4] "/" p[5] "/" p[6]; ours[id, rep] = $5 }
+          else if (prog == "torchrnn" && n == 7 && $4 == "samples/s") { id = p[3] "/" p[4] "/" p[5] "/" p[6] "/" p[7]; peer[id, rep] = $5 }
+          else if (prog == "torchrnn" && p[8] == "ratio" && $4 == "ratio") { id = p[3] "/" p[4] "/" p[5] "/" p[6] "/" p[7]; inproc[id, rep] = $5 }
+          else if (prog == "torchrnn" && p[8] == "ratio" && $4 == "ratio_reference") { id = p[3] "/" p[4] "/" p[5] "/" p[6] "/" p[7]; inref[id, rep] = $5 }
+          else next
+          if (!(id in seen)) { seen[id] = 1; order[++nid] = id }
+          if (rep > reps) reps = rep
+        }
+        END {
+          print "| cell | T | B | I | H | gradscope samples/s | PyTorch samples/s | gradscope/PyTorch (min-max) | same, in one process | target | met | ours/reference, same process (target >= 0.9) |"
+          print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|---:|"
+          for (i = 1; i <= nid; i++) {
+            id = order[i]; split(id, p, "/")
+            for (j = 2; j <= 5; j++) sub(/^[A-Z]:/, "", p[j])
+            na = 0; nb = 0; nc = 0; ni = 0; ne = 0
+            for (r = 1; r <= reps; r++) {
+              if ((id, r) in ours) a[++na] = ours[id, r]
+              if ((id, r) in peer) { b[++nb] = peer[id, r]; if ((id, r) in ours) c[++nc] = ours[id, r] / peer[id, r] }
+              if ((id, r) in inproc) d[++ni] = inproc[id, r]
+              if ((id, r) in inref) e[++ne] = inref[id, r]
+            }
+            q = median(c, nc); inp = median(d, ni); inr = median(e, ne)
+            target = threads == 1 ? ">= 1.0" : "-"
+            met = threads == 1 && q != "" ? (q >= 1.0 ? "yes" : "**no**") : ""
+            printf "| %s | %s | %s | %s | %s | %s | %s | **%s** (%s-%s) | %s | %s | %s | %s |\n", toupper(p[1]), p[2], p[3], p[4], p[5],
+              k(median(a, na)), k(median(b, nb)), r2(q), nc ? r2(c[1]) : "-", nc ? r2(c[nc]) : "-", r2(inp), target, met, r2(inr)
+          }
+        }' "$results/rows.tsv"
+    fi
     echo
     echo "gradscope/peer: median over the repetitions of (gradscope samples/s / peer samples/s), each"
     echo "repetition's two programs run back to back (min-max over the repetitions in brackets); > 1"
-    echo "means gradscope is faster. \"In one process\": bench_torch_mlp's ratio rows (both sides"
-    echo "interleaved in one loop, blocks of about 10 ms)."
+    echo "means gradscope is faster. \"In one process\": bench_torch_mlp's and bench_torch_rnn's ratio"
+    echo "rows (both sides interleaved in one loop, blocks of about 10 ms; bench_torch_rnn's loop also"
+    echo "runs the hand-written twin, whence the last column, ours/reference under the same load)."
     if [[ $core == Prescott ]] && grep -q avx512f /proc/cpuinfo 2>/dev/null; then
       echo
       echo "Note: OpenBLAS did not recognise this CPU and runs its Prescott (SSE3) kernels, which slows"
@@ -578,6 +656,37 @@ mlp_table() {  # rows file, file stem
     }' "$1"
 }
 
+# rnn_train: one row per cell and case [T, B, I, H].
+rnn_table() {  # rows file
+  awk -F'\t' -v agg="$agg" '
+    $1 == "bench_rnn_train" && $2 ~ /^rnn_train\// {
+      if ($3 == agg) v[$2, $4] = $5
+      else if ($3 == "stddev") sd[$2, $4] = $5
+      split($2, p, "/"); id = p[2] "/" p[3] "/" p[4] "/" p[5] "/" p[6]
+      if (!(id in seen)) { seen[id] = 1; order[++n] = id }
+    }
+    function fmt(x, d) { return x == "" ? "-" : sprintf("%." d "f", x) }
+    function k(x) { return x == "" ? "-" : (x >= 1000 ? sprintf("%.1fk", x / 1000) : sprintf("%.0f", x)) }
+    END {
+      print "| cell | T | B | I | H | gradscope samples/s | reference samples/s | ours/ref (separate) | ours/ref (interleaved) | GFLOP/s ours / ref | allocs/step ours / ref | mallocs/step ours / ref | target | met |"
+      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
+      for (i = 1; i <= n; i++) {
+        base = "rnn_train/" order[i] "/"; split(order[i], p, "/")
+        for (j = 2; j <= 5; j++) sub(/^[A-Z]:/, "", p[j])
+        g = v[base "gradscope", "samples/s"]; r = v[base "reference", "samples/s"]
+        sep = (g != "" && r != "" && r > 0) ? g / r : ""
+        q = v[base "ratio", "ratio"]; qs = sd[base "ratio", "ratio"]
+        met = q == "" ? "" : (q >= 0.9 ? "yes" : "**no**")
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s%s | %s / %s | %s / %s | %s / %s | >= 0.9 | %s |\n",
+          toupper(p[1]), p[2], p[3], p[4], p[5], k(g), k(r), fmt(sep, 2), fmt(q, 2),
+          qs == "" ? "" : " (sd " fmt(qs, 2) ")",
+          fmt(v[base "gradscope", "GFLOP/s"], 1), fmt(v[base "reference", "GFLOP/s"], 1),
+          fmt(v[base "gradscope", "allocs/step"], 2), fmt(v[base "reference", "allocs/step"], 2),
+          fmt(v[base "gradscope", "mallocs/step"], 1), fmt(v[base "reference", "mallocs/step"], 1), met
+      }
+    }' "$1"
+}
+
 # Thread comparison (OpenMP build): interleaved ratio and throughputs per thread count.
 threads_table() {  # rows file, then stems (one per thread count)
   local f=$1
@@ -649,7 +758,57 @@ if ((quick)); then
   echo
   echo "==== mlp_train (smoke run: one short measurement, not for reading)"
   mlp_table "$rows" bench_mlp_train "$peak_gflops"
+  if grep -q $'^bench_rnn_train\t' "$rows"; then
+    echo
+    echo "==== rnn_train (smoke run: one short measurement, not for reading)"
+    rnn_table "$rows"
+  fi
   echo "bench.sh --quick: all ${#bench_names[@]} benchmark programs ran without errors"
+  exit 0
+fi
+
+# Replaces what lies between <!-- <marker>:begin --> and <!-- <marker>:end --> in
+# docs/benchmarks.md with a file.
+update_doc_block() {  # marker, file
+  local doc=docs/benchmarks.md
+  if [[ -f "$doc" ]] && grep -q "<!-- $1:begin -->" "$doc" && grep -q "<!-- $1:end -->" "$doc"; then
+    awk -v report="$2" -v begin="<!-- $1:begin -->" -v end="<!-- $1:end -->" '
+      index($0, begin) { print; while ((getline l < report) > 0) print l; skip = 1; next }
+      index($0, end) { skip = 0 }
+      !skip' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
+    echo "bench.sh: tables regenerated in $doc ($1)"
+  else
+    echo "bench.sh: $doc has no <!-- $1:begin --> / <!-- $1:end --> markers; not updated" >&2
+  fi
+}
+
+# ---------------------------------------------------------------- rnn_train
+# Its own report and its own block of docs/benchmarks.md (in the recurrent section).
+if grep -q $'^bench_rnn_train\t' "$rows"; then
+  rctx() { awk -F'\t' -v k="$1" '$1 == "bench_rnn_train" && $2 == "context" && $4 == k { print $5; exit }' "$rows"; }
+  rnn_flags=$build/bench/CMakeFiles/bench_rnn_train.dir/flags.make
+  rnn_cxx=$(awk -F= '/^CMAKE_CXX_COMPILER:/ { print $2 }' "$build/CMakeCache.txt")
+  rnn_report=$results/rnn.md
+  {
+    echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') with \`GRADSCOPE_BENCH_PROGRAMS=bench_rnn_train ./scripts/bench.sh\` (medians of $repetitions repetitions; the full \`./scripts/bench.sh\` runs it too) at $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(git status --porcelain -- include bench 2>/dev/null) ]] && echo ' (include/ or bench/ modified)')."
+    echo
+    echo "- Machine: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; load average at the start of the run: $(rctx load_avg | tr -d '[]'); at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- Compiler: $("$rnn_cxx" --version | head -1); flags: \`$(sed -n 's/^CXX_FLAGS = //p' "$rnn_flags" 2>/dev/null)\`"
+    echo "- Eigen $(rctx eigen_version), SIMD: $(rctx eigen_simd); Eigen::nbThreads() = $(rctx eigen_threads); gradscope's float products: $(rctx gemm) (the twin's: Eigen's)"
+    echo
+    rnn_table "$rows"
+  } >"$rnn_report"
+  echo
+  cat "$rnn_report"
+  if ((docs)); then update_doc_block bench-rnn "$rnn_report"; fi
+fi
+
+# The rest belongs to the bench_mlp_train run: without it, stop here.
+if [[ " ${bench_names[*]} " != *" bench_mlp_train "* ]]; then
+  if ((${#failed[@]})); then
+    echo "bench.sh: missing from the tables because they failed: ${failed[*]}" >&2
+    exit 1
+  fi
   exit 0
 fi
 
@@ -793,7 +952,7 @@ report=$results/report.md
   echo
   ops_table
   for b in "${bench_names[@]}"; do
-    case "$b" in bench_mlp_train | bench_ops) continue ;; esac
+    case "$b" in bench_mlp_train | bench_ops | bench_rnn_train) continue ;; esac
     grep -q "^$b"$'\t' "$rows" || continue  # failed or filtered out: nothing to show
     echo
     echo "### ${b#bench_}"
@@ -805,18 +964,7 @@ report=$results/report.md
 echo
 cat "$report"
 
-if ((docs)); then
-  doc=docs/benchmarks.md
-  if [[ -f "$doc" ]] && grep -q '<!-- bench:begin -->' "$doc" && grep -q '<!-- bench:end -->' "$doc"; then
-    awk -v report="$report" '
-      /<!-- bench:begin -->/ { print; while ((getline l < report) > 0) print l; skip = 1; next }
-      /<!-- bench:end -->/ { skip = 0 }
-      !skip' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
-    echo "bench.sh: tables regenerated in $doc"
-  else
-    echo "bench.sh: $doc has no <!-- bench:begin --> / <!-- bench:end --> markers; not updated" >&2
-  fi
-fi
+if ((docs)); then update_doc_block bench "$report"; fi
 
 if ((${#failed[@]})); then
   echo "bench.sh: missing from the tables because they failed: ${failed[*]}" >&2

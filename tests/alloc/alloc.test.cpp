@@ -411,3 +411,48 @@ TEST_CASE("a steady-state step of an Embedding + LSTM / GRU classifier allocates
     CHECK(last < first);
   }
 }
+
+TEST_CASE(
+    "a steady-state step of an LSTM / GRU classifier over a batch of features allocates "
+    "nothing",
+    "[alloc][nn][recurrent]") {
+  // batch 16, 12 steps of 8 features, a persistent [16, 12*8] input without a gradient (a batch
+  // of data, as bench_rnn_train feeds): LSTM or GRU (8 -> 16, last step) -> Dense(16 -> 4), SGD.
+  // The layer reads the batch as one row per step through a buffer it keeps (reshape would copy
+  // it into a new tensor every batch).
+  namespace nn = gs::nn;
+  for (const auto kind : {nn::CellKind::lstm, nn::CellKind::gru}) {
+    INFO((kind == nn::CellKind::lstm ? "LSTM" : "GRU"));
+    gs::Rng rng(10);
+    nn::Sequential<float> net;
+    net.add(std::make_shared<nn::Recurrent<float>>(
+        kind, 8, 16, nn::RecurrentOptions{.output = nn::RecurrentOutput::last_step, .rng = &rng}));
+    net.add<nn::Dense>(16, 4, gs::init::xavier_uniform, true, &rng);
+    gs::optim::SGD<float> opt(net.parameters(), {.lr = 0.1f});
+    gs::Matrix<float> features(16, 12 * 8);
+    std::vector<int> labels(16);
+    for (Index i = 0; i < features.size(); ++i)
+      features.data()[i] = static_cast<float>(rng.uniform(-1, 1));
+    for (auto& l : labels) l = static_cast<int>(rng.below(4));
+    const gs::Tensor<float> x(features);
+    gs::Tape<float> tape;
+    float first = 0, last = 0;
+    int iteration = 0;
+    const auto counts = count_allocations(
+        [&] {
+          tape.reset();
+          const auto loss = gs::softmax_cross_entropy(net(x), labels);
+          tape.backward(loss);
+          opt.step();
+          opt.zero_grad();
+          last = loss.item();
+          if (iteration++ == 0) first = last;
+        },
+        2, 10);
+    INFO("operator new calls: " << counts.news << ", Eigen heap blocks: " << counts.eigen_heap);
+    CHECK(counts.news == 0);
+    CHECK(counts.eigen_heap == 0);
+    CHECK(alloc_counter::eigen_other_asserts == 0);
+    CHECK(last < first);
+  }
+}

@@ -79,7 +79,7 @@ TEST_CASE("softplus and log1p pass the gradient check and are stable", "[core][o
     require_gradients(log1p, {gs::testing::uniform(1, 1, rng, 0, 1)}, {rank});
   }
   const T x{{1e4, -1e4, 0.0, -40.0}};
-  const auto y = gs::softplus(x).value();
+  const M y = gs::softplus(x).value();  // a copy: value() is a view into the temporary result
   CHECK(y(0, 0) == 1e4);
   CHECK(y(0, 1) == 0.0);
   CHECK(y(0, 2) == Approx(std::log(2.0)).epsilon(1e-15));
@@ -155,7 +155,7 @@ TEST_CASE("gather_rows picks rows and scatters repeated gradients back", "[core]
   const M table = gs::testing::uniform(5, 3, rng);
   const std::vector<int> idx = {4, 0, 4, 2, 4};
   const T t(table);
-  const auto y = gs::gather_rows(t, idx).value();
+  const M y = gs::gather_rows(t, idx).value();  // a copy (value() views the temporary)
   for (Index i = 0; i < 5; ++i) CHECK(y.row(i) == table.row(idx[static_cast<std::size_t>(i)]));
   require_gradients([&](const Inputs& v) { return gs::tanh(gs::gather_rows(v[0], idx)); }, {table});
   // The gradient of row 4, used three times, is the sum of its three uses; row 1 and 3 get none.

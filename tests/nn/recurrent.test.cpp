@@ -220,6 +220,43 @@ TEST_CASE("cells match the sequence layers step by step and pass the gradient ch
              Catch::Contains("x [2, 4] and h [2, 2] do not fit a cell of input 3 and hidden 2"));
 }
 
+TEST_CASE(
+    "recurrent layers over a batch of data from a zero state pass the gradient check, and two "
+    "batches on one tape keep their own inputs",
+    "[nn][recurrent][gradcheck]") {
+  // A persistent input without a gradient (a batch of data) is read as one row per step through
+  // a buffer the layer keeps, and the first step from a zero state takes gh = b_hh without a
+  // product: check_module_gradients' parameter check feeds such an input.
+  gs::Rng rng(5);
+  const Index B = 3, I = 2, H = 3, steps = 4;
+  for (const auto kind : {nn::CellKind::lstm, nn::CellKind::gru, nn::CellKind::rnn}) {
+    nn::Recurrent<double> net(kind, I, H, {.output = nn::RecurrentOutput::last_step, .rng = &rng});
+    INFO(net.describe());
+    nn_test::randomize_state(net, rng);
+    nn_test::check_module_gradients(net, nn_test::randn(B, steps * I, rng));
+    // Two batches on one tape: the tape holds the first batch's buffer, so the second forward
+    // must not overwrite it (W_ih's gradient reads it in backward). The gradient of the sum of
+    // both losses is then the sum of their gradients.
+    const T x1(nn_test::randn(B, steps * I, rng)), x2(nn_test::randn(B, steps * I, rng));
+    const auto gradients = [&](const std::vector<const T*>& batches) {
+      for (auto& p : net.parameters()) p.zero_grad();
+      gs::Tape<double> tape;
+      T loss = T::zeros(1, 1);
+      double k = 1;
+      for (const T* x : batches) loss = loss + gs::sum(net(*x)) * (k++);
+      tape.backward(gs::sum(loss));
+      std::vector<M> g;
+      for (auto& p : net.parameters()) g.push_back(p.grad());
+      return g;
+    };
+    const auto g1 = gradients({&x1}), g2 = gradients({&x2}), both = gradients({&x1, &x2});
+    for (std::size_t i = 0; i < both.size(); ++i) {
+      INFO("parameter " << net.named_parameters()[i].name);
+      require_close(both[i], g1[i] + 2 * g2[i], 1e-12);
+    }
+  }
+}
+
 TEST_CASE("recurrent layers have PyTorch's parameter names and layout, summaries and hooks",
           "[nn][recurrent]") {
   nn::Sequential<float> net;

@@ -73,21 +73,26 @@ Tensor<T> lstm_cell(const Tensor<T>& xg, const Tensor<T>& gh, const Tensor<T>& p
   detail::Recorder<T> r(detail::Op::lstm_cell, {&xg, &gh, &prev}, Shape::matrix(2 * B, H));
   // The gates after their non-linearity, then tanh(c): kept for the backward rule.
   MatrixMap<T> acts(r.template scratch<T>(static_cast<std::size_t>(B * 5 * H)), B, 5 * H);
-  auto a = acts.leftCols(4 * H).array();
-  a = detail::step_block(r.in(0).data(), xg.size(), B, 4 * H, step).array() + r.in(1).array();
-  acts.leftCols(2 * H).array() = acts.leftCols(2 * H).array().logistic();
-  acts.middleCols(2 * H, H).array() = acts.middleCols(2 * H, H).array().tanh();
-  acts.middleCols(3 * H, H).array() = acts.middleCols(3 * H, H).array().logistic();
-  const auto i = acts.leftCols(H).array();
-  const auto f = acts.middleCols(H, H).array();
-  const auto g = acts.middleCols(2 * H, H).array();
-  const auto o = acts.middleCols(3 * H, H).array();
-  const auto c_prev = r.in(2).bottomRows(B).array();
-  auto c = r.out().bottomRows(B).array();
-  auto tc = acts.rightCols(H).array();
-  c = f * c_prev + i * g;
-  tc = c.tanh();
-  r.out().topRows(B).array() = o * tc;
+  const auto XG = detail::step_block(r.in(0).data(), xg.size(), B, 4 * H, step);
+  const auto& GH = r.in(1);
+  const auto C_prev = r.in(2).bottomRows(B);
+  auto& Y = r.out();
+  // Row by row, each row's gates, c and h in one pass while the row is in cache (a pass over the
+  // whole [B, 5H] per stage reads and writes it seven times).
+  for (Index b = 0; b < B; ++b) {
+    auto a = acts.row(b);
+    a.head(4 * H).array() = XG.row(b).array() + GH.row(b).array();
+    a.head(2 * H).array() = a.head(2 * H).array().logistic();
+    a.segment(2 * H, H).array() = a.segment(2 * H, H).array().tanh();
+    a.segment(3 * H, H).array() = a.segment(3 * H, H).array().logistic();
+    const auto i = a.head(H).array(), f = a.segment(H, H).array();
+    const auto g = a.segment(2 * H, H).array(), o = a.segment(3 * H, H).array();
+    auto c = Y.row(B + b).array();
+    auto tc = a.tail(H).array();
+    c = f * C_prev.row(b).array() + i * g;
+    tc = c.tanh();
+    Y.row(b).array() = o * tc;
+  }
   if (r.recording()) {
     r.node().aux = acts.data();
     r.node().aux2 = detail::index_tag(step);
@@ -112,13 +117,18 @@ Tensor<T> gru_cell(const Tensor<T>& xg, const Tensor<T>& gh, const Tensor<T>& h_
   MatrixMap<T> acts(r.template scratch<T>(static_cast<std::size_t>(B * 3 * H)), B, 3 * H);
   const auto XG = detail::step_block(r.in(0).data(), xg.size(), B, 3 * H, step);
   const auto& GH = r.in(1);
-  acts.leftCols(2 * H).array() =
-      (XG.leftCols(2 * H).array() + GH.leftCols(2 * H).array()).logistic();
-  const auto rg = acts.leftCols(H).array();
-  const auto z = acts.middleCols(H, H).array();
-  auto n = acts.rightCols(H).array();
-  n = (XG.rightCols(H).array() + rg * GH.rightCols(H).array()).tanh();
-  r.out().array() = (T(1) - z) * n + z * r.in(2).array();
+  const auto& Hp = r.in(2);
+  auto& Y = r.out();
+  // Row by row, in one pass while the row is in cache.
+  for (Index b = 0; b < B; ++b) {
+    auto a = acts.row(b);
+    const auto x = XG.row(b), g = GH.row(b);
+    a.head(2 * H).array() = (x.head(2 * H).array() + g.head(2 * H).array()).logistic();
+    const auto rg = a.head(H).array(), z = a.segment(H, H).array();
+    auto n = a.tail(H).array();
+    n = (x.tail(H).array() + rg * g.tail(H).array()).tanh();
+    Y.row(b).array() = (T(1) - z) * n + z * Hp.row(b).array();
+  }
   if (r.recording()) {
     r.node().aux = acts.data();
     r.node().aux2 = detail::index_tag(step);

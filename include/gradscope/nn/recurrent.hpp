@@ -5,6 +5,7 @@
 /// outputs. Backpropagation through time is the tape's ordinary reverse sweep over the unrolled
 /// steps; each step's gate math is one fused node (core/recurrent_ops.hpp).
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -161,6 +162,8 @@ class Recurrent : public Module<T> {
   };
   const Layer& layer_at(Index layer, const char* what) const;
   Tensor<T> run(const Tensor<T>& x, const RecurrentState<T>& initial);
+  Tensor<T> steps_of(const Tensor<T>& x, Index rows, Index cols);
+  Tensor<T> first_gates(const Layer& l, Index batch);
   const Tensor<T>& zeros(Index batch);
   void check_state(const RecurrentState<T>& s, Index batch) const;
 
@@ -170,7 +173,9 @@ class Recurrent : public Module<T> {
   std::vector<Layer> layers_;
   RecurrentState<T> initial_, final_;
   const RecurrentState<T>* pending_ = nullptr;  // the state of a stateful call, for forward()
-  Tensor<T> zeros_;  // [B, H] zeros, kept for the next batch of the same size
+  Tensor<T> zeros_;       // [B, H] zeros, kept for the next batch of the same size
+  Tensor<T> flat_;        // a batch of data read as one row per step (steps_of), kept likewise
+  Tensor<T> zero_gates_;  // [B, G*H] zeros (first_gates), kept likewise
   Rng dropout_rng_;
 };
 
@@ -268,6 +273,33 @@ const Tensor<T>& Recurrent<T>::zeros(Index batch) {
   return zeros_;
 }
 
+// The input [B, steps * I] read as one row per step, [B * steps, I]: the same values in the same
+// order. On a tape, or with a gradient, that is reshape's view of it. A persistent input without a
+// gradient (a batch of data) would be copied by reshape into a new tensor (three heap blocks)
+// every batch; its values go into a buffer the layer keeps instead. A tape that recorded the
+// buffer holds its storage until reset, and the buffer is then not overwritten but replaced (two
+// forwards on one tape each keep their own).
+template <Scalar T>
+Tensor<T> Recurrent<T>::steps_of(const Tensor<T>& x, Index rows, Index cols) {
+  if (!x.is_persistent() || x.requires_grad()) return reshape(x, rows, cols);
+  if (!flat_.defined() || flat_.rows() != rows || flat_.cols() != cols ||
+      flat_.storage().use_count() > 1)
+    flat_ = Tensor<T>(Matrix<T>(rows, cols), 2, false);
+  const auto v = x.value();
+  std::copy_n(v.data(), v.size(), flat_.mutable_value().data());
+  return flat_;
+}
+
+// gh of the first step from a zero state: h W_hh^T + b_hh with h = 0 is b_hh in every row, with
+// no product to compute (forward, and for W_hh's gradient backward).
+template <Scalar T>
+Tensor<T> Recurrent<T>::first_gates(const Layer& l, Index batch) {
+  const Index width = detail::gates_of(kind_) * hidden_;
+  if (!zero_gates_.defined() || zero_gates_.rows() != batch)
+    zero_gates_ = Tensor<T>::zeros(batch, width);
+  return l.b_hh.defined() ? zero_gates_ + l.b_hh : zero_gates_;
+}
+
 template <Scalar T>
 void Recurrent<T>::check_state(const RecurrentState<T>& s, Index batch) const {
   const auto L = static_cast<std::size_t>(opt_.num_layers);
@@ -304,7 +336,7 @@ Tensor<T> Recurrent<T>::run(const Tensor<T>& x, const RecurrentState<T>& initial
     const Index in_features = k == 0 ? input_ : H;
     // The input projection of every step at once: [B*steps, in] x W_ih^T = [B*steps, G*H], which
     // the cells read as [B, steps*G*H] (the same memory), step t in block t of each row.
-    const Tensor<T> xg = linear(reshape(in, B * steps, in_features), l.w_ih, l.b_ih);
+    const Tensor<T> xg = linear(steps_of(in, B * steps, in_features), l.w_ih, l.b_ih);
     Tensor<T> h = initial.empty() ? zeros(B) : initial.h[k];
     Tensor<T> state = lstm ? (initial.empty() ? zeros(B) : initial.c[k]) : Tensor<T>();
     auto& time = l.time;
@@ -316,7 +348,8 @@ Tensor<T> Recurrent<T>::run(const Tensor<T>& x, const RecurrentState<T>& initial
       // the gradient through the recurrence can be told from the total (TimeSteps).
       if (t > 0) time.recurrent.push_back(reshape(h, B, H));
       const Tensor<T>& h_prev = t > 0 ? time.recurrent.back() : h;
-      const Tensor<T> gh = linear(h_prev, l.w_hh, l.b_hh);
+      const Tensor<T> gh =
+          t == 0 && initial.empty() ? first_gates(l, B) : linear(h_prev, l.w_hh, l.b_hh);
       switch (kind_) {
         case CellKind::rnn:
           h = rnn_cell(xg, gh, opt_.nonlinearity, t);
