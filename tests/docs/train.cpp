@@ -44,7 +44,7 @@ int main() {
   // One batch, by two names each.
   const gs::Tensor<float> x(train.images.topRows(16)), xb = x;
   const std::vector<int> labels(train.labels.begin(), train.labels.begin() + 16), y = labels,
-      yb = labels;
+                                                                                  yb = labels;
   const gs::Matrix<float> images = train.images;
 
   // A body, a head and an embedding table (parameter groups).
