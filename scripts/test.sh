@@ -2,6 +2,8 @@
 # Builds and runs everything CI checks:
 #   1. dependencies            scripts/install-deps.sh
 #   2. release                 build/: tests, examples and benchmarks; ctest
+#   2b. docs                   scripts/check-docs.sh: the C++ blocks of README.md and docs/*.md
+#                              compiled and run
 #   3. sanitizers              build-asan/: tests with ASan + UBSan; ctest
 #   4. packaging               install to build/install-prefix (headers and gradscope::compiled),
 #                              then the two consumer projects, built with -Werror: header-only and
@@ -67,6 +69,9 @@ cmake -S . -B build \
   -DGRADSCOPE_SANITIZE=OFF
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
+
+banner "docs: code blocks compiled and run"
+GRADSCOPE_DOCS_JOBS=$jobs ./scripts/check-docs.sh
 
 if [[ "${GRADSCOPE_TEST_SKIP_ASAN:-0}" == "1" ]]; then
   banner "sanitizers: SKIPPED (GRADSCOPE_TEST_SKIP_ASAN=1)"

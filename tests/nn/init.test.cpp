@@ -153,6 +153,67 @@ TEST_CASE("Initialisers reject empty weights", "[nn][init][errors]") {
   CHECK_THROWS_AS(init::he_normal.weight(W, rng), gs::ValueError);
 }
 
+TEST_CASE("init::fill draws a custom parameter as a layer draws its weight", "[nn][init]") {
+  // A tensor [fan_out, fan_in] gets exactly the weight Dense(fan_in, fan_out) draws from the same
+  // stream, for every scheme, float and double.
+  for (const auto& in : {init::he_normal, init::xavier_uniform, init::orthogonal(1.5),
+                         init::nielsen, init::lecun_normal, init::identity(2.0)}) {
+    INFO(in.name());
+    gs::Rng a(9), b(9);
+    auto w = gs::Tensor<float>::parameter(Eigen::MatrixXf::Zero(5, 3));
+    CHECK(&init::fill(w, in, a) == &w);
+    const nn::Dense<float> layer(3, 5, in, false, &b);
+    CHECK(w.to_matrix() == const_cast<nn::Dense<float>&>(layer).weight().to_matrix());
+    CHECK(w.is_parameter());  // in place: the same storage, still a parameter
+  }
+  // The fans come from the shape: he_normal on [fan_out, fan_in] has variance 2 / fan_in.
+  gs::Rng rng(3);
+  auto big = gs::Tensor<double>::parameter(Mat::Zero(fan_out, fan_in));
+  init::fill(big, init::he_normal, rng);
+  check_moments(big.to_matrix(), 0.0, 2.0 / fan_in, Dist::normal);
+  auto tall = gs::Tensor<double>::zeros(fan_in, fan_out);  // data, not a parameter: fine too
+  init::fill(tall, init::xavier_uniform, rng);
+  check_moments(tall.to_matrix(), 0.0, 2.0 / (fan_in + fan_out), Dist::uniform);
+
+  // Elementwise schemes fill any rank, vectors and scalars included.
+  auto v = gs::Tensor<double>::zeros(gs::Shape::vector(4));
+  init::fill(v, init::constant(0.5), rng);
+  CHECK(v.to_matrix() == Mat::Constant(1, 4, 0.5));
+  auto s = gs::Tensor<double>::scalar(0);
+  init::fill(s, init::uniform(2, 3), rng);
+  CHECK((s.item() >= 2 && s.item() < 3));
+  // Without an Rng: default_rng(), which manual_seed resets.
+  auto p = gs::Tensor<double>::parameter(Mat::Zero(3, 2)), q = p.detach();
+  gs::manual_seed(7);
+  init::fill(p, init::he_uniform);
+  gs::manual_seed(7);
+  init::fill(q, init::he_uniform);
+  CHECK(p.to_matrix() == q.to_matrix());
+  CHECK(p.to_matrix() != Mat::Zero(3, 2));
+}
+
+TEST_CASE("init::fill rejects what it cannot initialise", "[nn][init][errors]") {
+  using Catch::Matchers::Contains;
+  gs::Rng rng(1);
+  gs::Tensor<double> undefined;
+  CHECK_THROWS_AS(init::fill(undefined, init::he_normal, rng), gs::UsageError);
+  CHECK_THROWS_WITH(init::fill(undefined, init::zeros, rng), Contains("undefined"));
+  // A fan-based scheme needs [fan_out, fan_in]; the message names the scheme, tensor and shape.
+  auto bias = gs::Tensor<double>::parameter(Mat::Zero(1, 4), 1);
+  bias.set_name("gate.bias");
+  CHECK_THROWS_WITH(init::fill(bias, init::xavier_normal, rng),
+                    Contains("init::fill(xavier_normal(gain=1.000000), 'gate.bias')") &&
+                        Contains("rank-2") && Contains("[4]"));
+  auto empty = gs::Tensor<double>::parameter(Mat::Zero(0, 3));
+  CHECK_THROWS_WITH(init::fill(empty, init::he_normal, rng), Contains("positive fan-in"));
+  init::fill(empty, init::zeros, rng);  // nothing to fill, nothing wrong
+  // A tape node is not storage one can initialise.
+  gs::Tape<double> tape;
+  auto x = tape.variable(Mat::Ones(2, 2));
+  auto y = x * 2.0;
+  CHECK_THROWS_WITH(init::fill(y, init::zeros, rng), Contains("tape node"));
+}
+
 TEST_CASE("gain follows PyTorch's calculate_gain", "[nn][init]") {
   using A = init::Activation;
   CHECK(init::gain(A::linear) == 1.0);

@@ -435,6 +435,39 @@ TEST_CASE("A user-defined module registers parameters and composes", "[nn][modul
   nn_test::check_module_gradients_both_modes(net, nn_test::randn(3, 4, rng));
 }
 
+// add<M>(args...) for a concrete module type; add<Layer>(args...) for a layer template.
+template <class Net, class M>
+concept can_add_concrete = requires(Net& net) {
+  net.template add<M>(gs::Index{3}, gs::Index{4});
+};
+
+TEST_CASE("Sequential::add constructs a concrete or a non-template module in place",
+          "[nn][module]") {
+  nn::Sequential<float> net;
+  gs::Rng rng(5);
+  auto& d = net.add<nn::Dense<float>>(3, 4, gs::init::he_normal, true, &rng);
+  static_assert(std::is_same_v<decltype(d), nn::Dense<float>&>);
+  net.add<nn::ReLU>();  // the class-template form still works beside it
+  auto& out = net.add<nn::Dense>(4, 2);
+  CHECK(net.size() == 3);
+  CHECK(&net.at(0) == &d);
+  CHECK(&net.at(2) == &out);
+  CHECK(d.out_features() == 4);
+  CHECK(net(gs::Tensor<float>::ones(5, 3)).to_matrix().cols() == 2);
+
+  nn::Sequential<double> custom;
+  auto& s = custom.add<Scale>(2.0);  // a module class of one's own, not a template
+  static_assert(std::is_same_v<decltype(s), Scale&>);
+  CHECK(names_of(custom.named_parameters()) == std::vector<std::string>{"0.alpha"});
+  CHECK(custom(gs::Tensor<double>(Mat::Constant(1, 2, 1.5))).to_matrix() ==
+        Mat::Constant(1, 2, 3.0));
+
+  // Only modules of the container's scalar type are accepted, at compile time.
+  static_assert(can_add_concrete<nn::Sequential<float>, nn::Dense<float>>);
+  static_assert(!can_add_concrete<nn::Sequential<double>, nn::Dense<float>>);
+  static_assert(!can_add_concrete<nn::Sequential<double>, std::string>);
+}
+
 TEST_CASE("Sequential::add gives a child a name of its own", "[nn][module][names]") {
   nn::Sequential<double> net;
   net.add("encoder", std::make_shared<nn::Dense<double>>(3, 4));

@@ -8,6 +8,7 @@
 
 #include "../core/error.hpp"
 #include "../core/rng.hpp"
+#include "../core/tensor.hpp"
 #include "../core/types.hpp"
 #include "../detail/compiled.hpp"
 
@@ -253,6 +254,48 @@ inline const Initializer lecun_normal{Initializer::Kind::lecun_normal};
 /// Nielsen's network2.py: weights N(0, 1 / fan_in) (std 1 / sqrt(fan_in)), biases N(0, 1). The
 /// initialisation behind the classic per-layer gradient table of a deep sigmoid network.
 inline const Initializer nielsen{Initializer::Kind::nielsen};
+
+/// Initialises a tensor of one's own (a custom module's parameter) in place with `init`, as a
+/// layer draws its weight: a rank-2 tensor is a weight [fan_out, fan_in] (rows, columns), drawn
+/// exactly as Dense draws one of that shape. zeros, constant, normal and uniform fill a tensor
+/// of any rank; the fan-based schemes need rank 2 (ValueError otherwise, as PyTorch's fan
+/// computation) and a non-empty shape. UsageError for an undefined tensor or a tape node.
+template <Scalar T>
+Tensor<T>& fill(Tensor<T>& t, const Initializer& init, Rng& rng) {
+  using gradscope::detail::cat;
+  if (!t.defined()) throw UsageError("init::fill: the tensor is undefined");
+  const auto what = [&] {
+    return cat("init::fill(", init.name(), t.name().empty() ? "" : ", '" + t.name() + "'", ")");
+  };
+  if (!t.is_persistent())
+    throw UsageError(cat(what(), ": needs a persistent tensor (a parameter or data); this one is ",
+                         "a tape node"));
+  const auto shape = t.shape();
+  auto v = t.mutable_value();
+  switch (init.kind) {
+    case Initializer::Kind::zeros:
+    case Initializer::Kind::constant:
+    case Initializer::Kind::normal:
+    case Initializer::Kind::uniform:
+      if (t.size() > 0) init.weight(v, rng);  // elementwise: the fans do not matter
+      return t;
+    default:
+      break;
+  }
+  if (shape.rank != 2)
+    throw ValueError(cat(what(), ": fan-in and fan-out need a rank-2 tensor [fan_out, fan_in]; ",
+                         "this one is ", shape, " of rank ", shape.rank));
+  if (shape.rows <= 0 || shape.cols <= 0)
+    throw ValueError(
+        cat(what(), ": a weight needs positive fan-in and fan-out; the shape is ", shape));
+  init.weight(v, rng);
+  return t;
+}
+/// init::fill drawing from this thread's default_rng().
+template <Scalar T>
+Tensor<T>& fill(Tensor<T>& t, const Initializer& init) {
+  return fill(t, init, default_rng());
+}
 
 /// Looks an initialiser up by name (for command lines): zeros, xavier_uniform, xavier_normal,
 /// he_uniform, he_normal, lecun_normal, nielsen, orthogonal, identity. Throws ValueError naming the

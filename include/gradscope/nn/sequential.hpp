@@ -1,6 +1,7 @@
 #pragma once
 /// Sequential<T>: a run-time chain of modules, and Residual<T>: x + inner(x).
 
+#include <concepts>
 #include <memory>
 #include <string>
 #include <utility>
@@ -22,6 +23,14 @@ class Sequential : public Module<T> {
   template <template <Scalar> class Layer, class... Args>
   auto& add(Args&&... args) {
     auto m = std::make_shared<Layer<T>>(std::forward<Args>(args)...);
+    add(m);
+    return *m;
+  }
+  /// Constructs a module of a concrete type in place: net.add<Dense<float>>(784, 256), or a
+  /// module class of one's own that is not a template. Returns it.
+  template <class M, class... Args>
+  requires std::derived_from<M, Module<T>> M& add(Args&&... args) {
+    auto m = std::make_shared<M>(std::forward<Args>(args)...);
     add(m);
     return *m;
   }
