@@ -149,15 +149,17 @@ if [[ ! -f "$instances_lib" ]]; then
   mkdir -p "$cache/src"
   for component in CORE NN OPTIM DIAGNOSTICS; do
     for scalar in float double; do
-      printf '#include <gradscope/gradscope.hpp>\n#include <gradscope/detail/instances.hpp>\nGRADSCOPE_%s_INSTANCES(template, %s)\n' \
+      printf '#define GRADSCOPE_DETAIL_INSTANCE_UNIT\n#include <gradscope/gradscope.hpp>\n#include <gradscope/detail/instances.hpp>\nGRADSCOPE_%s_INSTANCES(template, %s)\n' \
         "$component" "$scalar" >"$cache/src/${component,,}_$scalar.cpp"
     done
   done
-  for pair in NN:gradscope.hpp OPTIM:gradscope.hpp DIAGNOSTICS:gradscope.hpp UTIL:util/util.hpp \
-    IO:io/io.hpp DATA:data/data.hpp; do
+  for pair in CORE:core/core.hpp NN:gradscope.hpp OPTIM:gradscope.hpp \
+    DIAGNOSTICS:gradscope.hpp UTIL:util/util.hpp IO:io/io.hpp DATA:data/data.hpp; do
     component=${pair%%:*}
     {
-      printf '#define GRADSCOPE_INSTANTIATE_%s\n#include <gradscope/%s>\n' "$component" "${pair#*:}"
+      # As CMakeLists.txt generates them: the unit is marked as the one that instantiates.
+      printf '#define GRADSCOPE_DETAIL_INSTANCE_UNIT\n#define GRADSCOPE_INSTANTIATE_%s\n#include <gradscope/%s>\n' \
+        "$component" "${pair#*:}"
       if [[ "$component" == IO || "$component" == DATA ]]; then
         printf '#include <gradscope/detail/instances.hpp>\n'
         printf 'GRADSCOPE_%s_INSTANCES(template, %s)\n' "$component" float "$component" double
