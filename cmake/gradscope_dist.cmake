@@ -13,7 +13,7 @@ option(GRADSCOPE_DIST "Build the MPI component (gradscope::dist) when MPI is fou
 # Installed in every case beside gradscopeConfig.cmake, which includes it: consumers ask for
 # find_package(gradscope COMPONENTS dist) and link gradscope::dist, or learn why it is missing.
 if(GRADSCOPE_INSTALL)
-  set(_gradscope_dist_config_dir ${CMAKE_INSTALL_DATADIR}/cmake/gradscope)
+  set(_gradscope_dist_config_dir ${GRADSCOPE_CONFIG_DIR})  # beside gradscopeConfig.cmake
   install(FILES ${PROJECT_SOURCE_DIR}/cmake/gradscopeDist.cmake
           DESTINATION ${_gradscope_dist_config_dir})
 endif()

@@ -112,7 +112,8 @@ for variant in gradscope_default gradscope_native compiled_default compiled_nati
 done
 
 # The MPI component, when this build has it: find_package(gradscope COMPONENTS dist), two ranks.
-if [[ -f "$prefix/share/cmake/gradscope/gradscopeDistTargets.cmake" ]]; then
+# The package config is under lib/ with gradscope::compiled (the default), else under share/.
+if find "$prefix" -name gradscopeDistTargets.cmake | grep -q .; then
   banner "packaging: find_package(gradscope COMPONENTS dist) consumer, mpiexec -n 2"
   rm -rf build/consumer-dist
   # Unoptimised: a link-and-run check, compiled in a fraction of the time.
