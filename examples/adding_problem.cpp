@@ -16,7 +16,7 @@
 // clip_grad_norm; loss curves, pre-clip norms, the verdicts, and whether it diverges.
 //
 //   ./adding_problem --quick            T = 50, 2 seeds (minutes)
-//   ./adding_problem                    T = 50, 100 and 200, 3 seeds (the table in the docs)
+//   ./adding_problem                    T = 50, 100 and 200, 3 seeds (docs/examples.md has tables)
 //   ./adding_problem --study clipping
 
 #include <gradscope/gradscope.hpp>
