@@ -442,7 +442,7 @@ void Tape<T>::sweep(std::uint32_t root, const Eigen::Ref<const Matrix<T>>* seed)
     if (n.op == detail::Op::parameter) {
       auto* s = static_cast<detail::Storage<T>*>(n.aux);
       if (!s->requires_grad) continue;  // frozen after it was recorded: no gradient, no hooks
-      if (n.grad != s->grad.data()) {  // else accumulated in place (see grad_target)
+      if (n.grad != s->grad.data()) {   // else accumulated in place (see grad_target)
         for (std::size_t k = 0; k < s->hooks.size(); ++k) s->hooks[k].fn(g);
         s->grad += g;
       }

@@ -4,7 +4,8 @@
 
 #include "../detail/compiled.hpp"
 #if defined(GRADSCOPE_COMPILED_LIBRARY) && !defined(GRADSCOPE_COMPILED_LIBRARY_DATA)
-#error "this gradscope::compiled was built without zlib and holds no data code: rebuild gradscope with zlib installed (Debian zlib1g-dev), or build this program with gradscope::gradscope"
+#error \
+    "this gradscope::compiled was built without zlib and holds no data code: rebuild gradscope with zlib installed (Debian zlib1g-dev), or build this program with gradscope::gradscope"
 #endif
 // Only the bodies compiled here need zlib (see ../detail/compiled.hpp).
 #if !GRADSCOPE_DATA_DECLARE_ONLY

@@ -45,7 +45,8 @@
 // Only the bodies compiled here need nlohmann/json (see ../detail/compiled.hpp).
 #include "../detail/compiled.hpp"
 #if defined(GRADSCOPE_COMPILED_LIBRARY) && !defined(GRADSCOPE_COMPILED_LIBRARY_IO)
-#error "this gradscope::compiled was built without nlohmann_json and holds no io code: rebuild gradscope with nlohmann_json installed (Debian nlohmann-json3-dev), or build this program with gradscope::gradscope"
+#error \
+    "this gradscope::compiled was built without nlohmann_json and holds no io code: rebuild gradscope with nlohmann_json installed (Debian nlohmann-json3-dev), or build this program with gradscope::gradscope"
 #endif
 #if !GRADSCOPE_IO_DECLARE_ONLY
 #include <nlohmann/json.hpp>

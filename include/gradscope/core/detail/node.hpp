@@ -193,8 +193,8 @@ inline Index index_of_tag(const void* tag) noexcept {
 /// memory read as [B, steps * width] (core/recurrent_ops.hpp, check_cell).
 template <class P>
 auto step_block(P* data, Index size, Index B, Index width, Index step) {
-  using M = std::conditional_t<std::is_const_v<P>, ConstMatrixMap<std::remove_const_t<P>>,
-                               MatrixMap<P>>;
+  using M =
+      std::conditional_t<std::is_const_v<P>, ConstMatrixMap<std::remove_const_t<P>>, MatrixMap<P>>;
   return M(data, B, size / B).middleCols(step * width, width);
 }
 /// The input list of a node of an op with has_input_list: aux points to a count followed by
@@ -287,7 +287,7 @@ struct Storage {
   int rank = 2;
   bool requires_grad = false;
   bool parameter = false;  // requires_grad was on at some point: a parameter, maybe frozen now
-  std::string name;  // set by the owning module ("3.weight"); used in error messages
+  std::string name;        // set by the owning module ("3.weight"); used in error messages
   // The leaf node standing for this storage on the tape it was last recorded on.
   const void* leaf_tape = nullptr;
   std::uint64_t leaf_generation = 0;
