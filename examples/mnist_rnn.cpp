@@ -74,9 +74,7 @@ void apply_preset(Config& c, const std::string& name) {
   }
 }
 
-std::shared_ptr<nn::Sequential<T>> build(const Config& c, gs::Index steps, gs::Index features,
-                                         int classes) {
-  (void)steps;
+std::shared_ptr<nn::Sequential<T>> build(const Config& c, gs::Index features, int classes) {
   nn::RecurrentOptions o{.num_layers = c.layers, .output = nn::RecurrentOutput::last_step};
   nn::CellKind kind = nn::CellKind::lstm;
   if (c.model == "gru") kind = nn::CellKind::gru;
@@ -167,9 +165,14 @@ int run(const Config& c) {
     if (ec || !fs::is_directory(c.report_dir))
       throw ConfigError("--report-dir: cannot create directory '" + c.report_dir + "'");
   }
+  if (!c.checkpoint.empty()) {  // found before training, not after the first epoch
+    const fs::path dir = fs::path(c.checkpoint).parent_path();
+    if (!dir.empty() && !fs::is_directory(dir))
+      throw ConfigError("--checkpoint: directory '" + dir.string() + "' does not exist");
+  }
   const Data d = load_data(c);
   const gs::Index steps = d.fit.image_rows, features = d.fit.image_cols;
-  const auto model = build(c, steps, features, d.fit.classes);
+  const auto model = build(c, features, d.fit.classes);
   nn::Sequential<T>& net = *model;
   optim::Adam<T> opt(net.parameters(), {.lr = c.lr});
   gs::data::DataLoader<T> loader(d.fit, {.batch_size = c.batch_size, .seed = c.seed});

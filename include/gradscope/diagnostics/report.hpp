@@ -384,10 +384,7 @@ inline std::string format_time_report(const std::vector<TimeLayerInfo>& layers,
        << detail::sci(p.total.empty() ? not_measured : p.total.back()) << std::setw(11)
        << detail::sci(p.total.empty() ? not_measured : p.total.front()) << std::setw(10)
        << detail::gain_text(p.gain) << std::setw(11)
-       << (measured(p.reach)
-               ? time_figure(p.reach, p.underflow && p.reach > 0 &&
-                                          p.reach <= std::numeric_limits<float>::min())
-               : std::string("-"))
+       << (measured(p.reach) ? time_figure(p.reach, p.reach_at_bound) : std::string("-"))
        << std::setw(9) << p.horizon << std::setw(8) << detail::gain_text(p.carry_gate) << "  "
        << detail::sparkline(p.total, lo, hi, 32) << '\n';
   }
@@ -689,7 +686,7 @@ GRADSCOPE_COMPILED_API void write_svg(std::ostream& os, const std::vector<LayerI
          << "\" data-step=\"" << p.step << "\" points=\"" << pts.str()
          << "\" fill=\"none\" stroke=\"" << col << "\" stroke-width=\"2\"><title>step " << p.step
          << ": gain " << detail::xml_escape(detail::gain_text(p.gain)) << " per time step, reach "
-         << detail::xml_escape(time_figure(p.reach, p.underflow)) << ", horizon " << p.horizon
+         << detail::xml_escape(time_figure(p.reach, p.reach_at_bound)) << ", horizon " << p.horizon
          << "</title></polyline>\n<text x=\"" << left + pw + 10 << "\" y=\""
          << y0 + 16 * static_cast<int>(j) + 6 << "\" fill=\"" << col << "\">step " << p.step
          << "</text>\n";

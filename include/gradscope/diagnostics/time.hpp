@@ -48,6 +48,8 @@ struct TimeProfile {
   /// Some norm or product fell below the smallest normal number of the model's scalar type
   /// (a float gradient that underflowed to 0): figures involving it are upper bounds.
   bool underflow = false;
+  /// The reach is that bound itself (its true value is below it): reports print "< bound".
+  bool reach_at_bound = false;
 };
 
 namespace detail {
@@ -89,6 +91,7 @@ inline TimeProfile make_time_profile(std::int64_t step, std::span<const double> 
     }
     p.gain = std::exp(log_sum / static_cast<double>(T - 1));
     p.reach = std::max(std::exp(log_product), p.underflow ? min_normal : 0.0);
+    p.reach_at_bound = p.underflow && p.reach <= min_normal;
   }
   // Storage: every step, or geometric means of bins of steps.
   max_points = std::max<std::size_t>(max_points, 2);

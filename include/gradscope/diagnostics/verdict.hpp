@@ -628,7 +628,7 @@ inline std::vector<Finding> time_findings(const std::vector<TimeLayerInfo>& laye
       log_reach.push_back(std::log(p.reach));
       gain.push_back(p.gain);
       horizon.push_back(static_cast<double>(p.horizon));
-      bound = bound || p.underflow;
+      bound = bound || p.reach_at_bound;
     }
     if (log_reach.empty()) continue;
     const TimeProfile& last = profiles.back();
